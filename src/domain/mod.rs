@@ -1,3 +1,11 @@
 //! Pure rules and types: entities, schedules, routing, the instance state
 //! machine. Nothing in this module performs I/O or reads the clock; callers
 //! pass the current time in.
+
+pub mod entities;
+pub mod lifecycle;
+pub mod routing;
+pub mod schedule;
+pub mod snowflake;
+pub mod time_format;
+pub mod validation;
