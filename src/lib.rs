@@ -5,3 +5,5 @@
 //! in sled. Executor nodes run the commands and report how each run ended.
 
 pub mod domain;
+pub mod net;
+pub mod storage;

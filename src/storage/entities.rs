@@ -1,0 +1,275 @@
+//! Create, read, update and delete for groups, processors, binds and tasks,
+//! with unique names (and machine ids, and one bind per group and processor)
+//! kept in one index tree inside the same transaction as the record.
+
+use serde::{Serialize, de::DeserializeOwned};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::codec::{decode, encode, id_key, read_u64};
+use super::{Store, StoreError};
+use crate::domain::entities::{Bind, Group, Id, Processor, Task};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntityKind {
+    Group,
+    Processor,
+    Bind,
+    Task,
+}
+
+impl EntityKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EntityKind::Group => "group",
+            EntityKind::Processor => "processor",
+            EntityKind::Bind => "bind",
+            EntityKind::Task => "task",
+        }
+    }
+}
+
+/// A unique value of a record: its index key, field name and text for errors.
+pub struct UniqueKey {
+    key: Vec<u8>,
+    field: &'static str,
+    value: String,
+}
+
+fn unique(prefix: u8, kind_scope: &[u8], field: &'static str, value: String) -> UniqueKey {
+    let mut key = vec![prefix];
+    key.extend_from_slice(kind_scope);
+    UniqueKey { key, field, value }
+}
+
+/// A record kept in its own tree with a store-assigned id.
+pub trait Entity: Serialize + DeserializeOwned + Clone + Send + 'static {
+    const KIND: EntityKind;
+    fn id(&self) -> Id;
+    fn set_id(&mut self, id: Id);
+    fn unique_keys(&self) -> Vec<UniqueKey>;
+    fn tree(store: &Store) -> &sled::Tree;
+}
+
+impl Entity for Group {
+    const KIND: EntityKind = EntityKind::Group;
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn set_id(&mut self, id: Id) {
+        self.id = id;
+    }
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        vec![unique(b'g', self.name.as_bytes(), "name", self.name.clone())]
+    }
+    fn tree(store: &Store) -> &sled::Tree {
+        &store.trees.groups
+    }
+}
+
+impl Entity for Processor {
+    const KIND: EntityKind = EntityKind::Processor;
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn set_id(&mut self, id: Id) {
+        self.id = id;
+    }
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        vec![
+            unique(b'p', self.name.as_bytes(), "name", self.name.clone()),
+            unique(b'm', &self.machine_id.to_be_bytes(), "machine_id", self.machine_id.to_string()),
+        ]
+    }
+    fn tree(store: &Store) -> &sled::Tree {
+        &store.trees.processors
+    }
+}
+
+impl Entity for Bind {
+    const KIND: EntityKind = EntityKind::Bind;
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn set_id(&mut self, id: Id) {
+        self.id = id;
+    }
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        let mut pair = self.group_id.to_be_bytes().to_vec();
+        pair.extend_from_slice(&self.executor_id.to_be_bytes());
+        vec![
+            unique(b'b', self.name.as_bytes(), "name", self.name.clone()),
+            unique(
+                b'r',
+                &pair,
+                "executor_id",
+                format!("group {} and processor {}", self.group_id, self.executor_id),
+            ),
+        ]
+    }
+    fn tree(store: &Store) -> &sled::Tree {
+        &store.trees.binds
+    }
+}
+
+impl Entity for Task {
+    const KIND: EntityKind = EntityKind::Task;
+    fn id(&self) -> Id {
+        self.id
+    }
+    fn set_id(&mut self, id: Id) {
+        self.id = id;
+    }
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        vec![unique(b't', self.name.as_bytes(), "name", self.name.clone())]
+    }
+    fn tree(store: &Store) -> &sled::Tree {
+        &store.trees.tasks
+    }
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort<T>(error: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(error))
+}
+
+fn unwrap_tx<T>(result: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    result.map_err(|e| match e {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => StoreError::Io(error),
+    })
+}
+
+fn conflict(kind: EntityKind, key: &UniqueKey) -> StoreError {
+    let message = if key.field == "executor_id" {
+        format!("a bind between {} already exists", key.value)
+    } else {
+        format!("a {} with {} {:?} already exists", kind.name(), key.field, key.value)
+    };
+    StoreError::Conflict { field: key.field.to_string(), message }
+}
+
+/// Claims the unique keys of `record` for `id`, failing on a key held by another id.
+fn claim_keys(unique: &TransactionalTree, keys: &[UniqueKey], id: Id, kind: EntityKind) -> TxResult<()> {
+    for key in keys {
+        if let Some(owner) = unique.get(&key.key)? {
+            if read_u64(&owner) != Some(id) {
+                return abort(conflict(kind, key));
+            }
+        }
+        unique.insert(key.key.as_slice(), &id_key(id))?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Stores a new record under the next id of its kind and returns it.
+    pub fn create<E: Entity>(&self, mut record: E) -> Result<E, StoreError> {
+        let tree = E::tree(self);
+        let counter = format!("next_id/{}", E::KIND.name());
+        let result = (tree, &self.trees.unique, &self.trees.meta).transaction(|(records, unique, meta)| {
+            let id = meta
+                .get(counter.as_bytes())?
+                .and_then(|bytes| read_u64(&bytes))
+                .unwrap_or(1);
+            meta.insert(counter.as_bytes(), &id_key(id + 1))?;
+            let mut stored = record.clone();
+            stored.set_id(id);
+            claim_keys(unique, &stored.unique_keys(), id, E::KIND)?;
+            records.insert(&id_key(id), encode(&stored))?;
+            Ok(stored)
+        });
+        record = unwrap_tx(result)?;
+        Ok(record)
+    }
+
+    pub fn get<E: Entity>(&self, id: Id) -> Result<Option<E>, StoreError> {
+        match E::tree(self).get(id_key(id))? {
+            Some(bytes) => Ok(Some(decode(tree_name::<E>(), &id_key(id), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a record or fails with `NotFound`.
+    pub fn require<E: Entity>(&self, id: Id) -> Result<E, StoreError> {
+        self.get(id)?.ok_or_else(|| StoreError::NotFound {
+            kind: E::KIND.name(),
+            id: id.to_string(),
+        })
+    }
+
+    /// Finds a record by its unique name.
+    pub fn find_by_name<E: Entity>(&self, name: &str) -> Result<Option<E>, StoreError> {
+        let prefix = match E::KIND {
+            EntityKind::Group => b'g',
+            EntityKind::Processor => b'p',
+            EntityKind::Bind => b'b',
+            EntityKind::Task => b't',
+        };
+        let mut key = vec![prefix];
+        key.extend_from_slice(name.as_bytes());
+        match self.trees.unique.get(key)?.and_then(|bytes| read_u64(&bytes)) {
+            Some(id) => self.get(id),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record of a kind, in id order.
+    pub fn list<E: Entity>(&self) -> Result<Vec<E>, StoreError> {
+        E::tree(self)
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                decode(tree_name::<E>(), &key, &bytes)
+            })
+            .collect()
+    }
+
+    /// Replaces a record, moving its unique keys.
+    pub fn update<E: Entity>(&self, record: &E) -> Result<(), StoreError> {
+        let id = record.id();
+        let result = (E::tree(self), &self.trees.unique).transaction(|(records, unique)| {
+            let Some(bytes) = records.get(id_key(id))? else {
+                return abort(StoreError::NotFound { kind: E::KIND.name(), id: id.to_string() });
+            };
+            let old: E = decode(tree_name::<E>(), &id_key(id), &bytes).map_err(ConflictableTransactionError::Abort)?;
+            for key in old.unique_keys() {
+                unique.remove(key.key)?;
+            }
+            claim_keys(unique, &record.unique_keys(), id, E::KIND)?;
+            records.insert(&id_key(id), encode(record))?;
+            Ok(())
+        });
+        unwrap_tx(result)
+    }
+
+    /// Deletes a record and frees its unique keys; returns the deleted record.
+    pub fn delete<E: Entity>(&self, id: Id) -> Result<E, StoreError> {
+        let result = (E::tree(self), &self.trees.unique).transaction(|(records, unique)| {
+            let Some(bytes) = records.remove(&id_key(id))? else {
+                return abort(StoreError::NotFound { kind: E::KIND.name(), id: id.to_string() });
+            };
+            let old: E = decode(tree_name::<E>(), &id_key(id), &bytes).map_err(ConflictableTransactionError::Abort)?;
+            for key in old.unique_keys() {
+                unique.remove(key.key)?;
+            }
+            Ok(old)
+        });
+        unwrap_tx(result)
+    }
+
+    /// Number of records of a kind.
+    pub fn count<E: Entity>(&self) -> usize {
+        E::tree(self).len()
+    }
+}
+
+fn tree_name<E: Entity>() -> &'static str {
+    match E::KIND {
+        EntityKind::Group => "groups",
+        EntityKind::Processor => "processors",
+        EntityKind::Bind => "binds",
+        EntityKind::Task => "tasks",
+    }
+}

@@ -1,0 +1,379 @@
+//! Instances, their indexes, per-task fire state and captured output.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::codec::{decode, encode, id_key, pair_key, read_u64};
+use super::{Store, StoreError};
+use crate::domain::entities::{Id, Instance, InstanceStatus, Task};
+use crate::domain::lifecycle::Applied;
+use crate::domain::snowflake;
+use crate::domain::time_format;
+use crate::net::messages::Stream;
+
+/// What the scheduler remembers about a task's fires across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskState {
+    /// The newest slot that fired or was skipped; slots up to it are done.
+    #[serde(with = "time_format::option")]
+    pub last_slot: Option<DateTime<Utc>>,
+    /// Slots that passed without an instance because they were too old.
+    pub missed: u64,
+    /// Fires skipped because the task had its maximum of running instances.
+    pub skipped: u64,
+}
+
+/// One fire to record atomically: its instances, the slot they claim, the
+/// task's new fire state and, when the fire used up a count, the task.
+pub struct FireRecord<'a> {
+    pub task_id: Id,
+    /// The cron slot, for the at-most-once index; `None` for manual runs and retries.
+    pub slot: Option<DateTime<Utc>>,
+    /// Broadcast fires claim the slot once per processor, weighted fires once.
+    pub per_processor: bool,
+    pub instances: &'a [Instance],
+    pub state: Option<&'a TaskState>,
+    pub task: Option<&'a Task>,
+}
+
+/// Filters of an instance listing; all optional.
+#[derive(Clone, Debug, Default)]
+pub struct InstanceFilter {
+    pub task_id: Option<Id>,
+    pub status: Option<InstanceStatus>,
+    pub processor_id: Option<Id>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Return instances with ids below this one (the previous page's cursor).
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+/// A page of instances, newest first.
+pub struct InstancePage {
+    pub instances: Vec<Instance>,
+    /// Cursor for the next page, if there may be one.
+    pub next_cursor: Option<u64>,
+}
+
+/// Records examined per listing request, so filters that match rarely
+/// cannot scan the whole history in one request.
+const MAX_SCAN: usize = 100_000;
+
+fn slot_key(task_id: Id, slot: DateTime<Utc>, processor_id: Id) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&task_id.to_be_bytes());
+    key[8..16].copy_from_slice(&(slot.timestamp_millis() as u64).to_be_bytes());
+    key[16..].copy_from_slice(&processor_id.to_be_bytes());
+    key
+}
+
+fn output_key(instance_id: u64, stream: Stream, offset: u64) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[..8].copy_from_slice(&instance_id.to_be_bytes());
+    key[8] = stream_byte(stream);
+    key[9..].copy_from_slice(&offset.to_be_bytes());
+    key
+}
+
+fn stream_byte(stream: Stream) -> u8 {
+    match stream {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    }
+}
+
+fn output_prefix(instance_id: u64, stream: Stream) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[..8].copy_from_slice(&instance_id.to_be_bytes());
+    key[8] = stream_byte(stream);
+    key
+}
+
+impl Store {
+    /// Stores a fire's instances atomically. Returns false, storing nothing,
+    /// when the slot already has an instance for one of the processors.
+    pub fn record_fire(&self, fire: &FireRecord<'_>) -> Result<bool, StoreError> {
+        let trees = &self.trees;
+        let result = (
+            &trees.instances,
+            &trees.instances_by_task,
+            &trees.slots,
+            &trees.running,
+            &trees.task_state,
+            &trees.tasks,
+        )
+            .transaction(|(instances, by_task, slots, running, task_state, tasks)| {
+                for instance in fire.instances {
+                    if let Some(slot) = fire.slot {
+                        let processor = if fire.per_processor {
+                            instance.executor_processor_id.unwrap_or(0)
+                        } else {
+                            0
+                        };
+                        let key = slot_key(fire.task_id, slot, processor);
+                        if slots.get(key)?.is_some() {
+                            return Err(ConflictableTransactionError::Abort(()));
+                        }
+                        slots.insert(&key, &id_key(instance.id))?;
+                    }
+                    instances.insert(&id_key(instance.id), encode(instance))?;
+                    by_task.insert(&pair_key(instance.task_id, instance.id), &[])?;
+                    if instance.status == InstanceStatus::Running {
+                        running.insert(&pair_key(instance.task_id, instance.id), &[])?;
+                    }
+                }
+                if let Some(state) = fire.state {
+                    task_state.insert(&id_key(fire.task_id), encode(state))?;
+                }
+                if let Some(task) = fire.task {
+                    tasks.insert(&id_key(task.id), encode(task))?;
+                }
+                Ok(())
+            });
+        match result {
+            Ok(()) => Ok(true),
+            Err(TransactionError::Abort(())) => Ok(false),
+            Err(TransactionError::Storage(error)) => Err(error.into()),
+        }
+    }
+
+    pub fn task_state(&self, task_id: Id) -> Result<TaskState, StoreError> {
+        match self.trees.task_state.get(id_key(task_id))? {
+            Some(bytes) => decode("task_state", &id_key(task_id), &bytes),
+            None => Ok(TaskState::default()),
+        }
+    }
+
+    pub fn set_task_state(&self, task_id: Id, state: &TaskState) -> Result<(), StoreError> {
+        self.trees.task_state.insert(id_key(task_id), encode(state))?;
+        Ok(())
+    }
+
+    /// Removes a task and its fire state; its instances stay for history.
+    pub fn delete_task_state(&self, task_id: Id) -> Result<(), StoreError> {
+        self.trees.task_state.remove(id_key(task_id))?;
+        Ok(())
+    }
+
+    pub fn instance(&self, id: u64) -> Result<Option<Instance>, StoreError> {
+        match self.trees.instances.get(id_key(id))? {
+            Some(bytes) => Ok(Some(decode("instances", &id_key(id), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `change` to a stored instance atomically with the running
+    /// index. Returns the instance after the change, or `None` if it does
+    /// not exist.
+    pub fn update_instance(
+        &self,
+        id: u64,
+        change: impl Fn(&mut Instance) -> Applied,
+    ) -> Result<Option<(Instance, Applied)>, StoreError> {
+        let result = (&self.trees.instances, &self.trees.running).transaction(|(instances, running)| {
+            let Some(bytes) = instances.get(id_key(id))? else {
+                return Ok(None);
+            };
+            let mut instance: Instance =
+                decode("instances", &id_key(id), &bytes).map_err(ConflictableTransactionError::Abort)?;
+            let applied = change(&mut instance);
+            if applied == Applied::Changed {
+                instances.insert(&id_key(id), encode(&instance))?;
+                let key = pair_key(instance.task_id, id);
+                if instance.status == InstanceStatus::Running {
+                    running.insert(&key, &[])?;
+                } else {
+                    running.remove(&key)?;
+                }
+            }
+            Ok(Some((instance, applied)))
+        });
+        result.map_err(|e| match e {
+            TransactionError::Abort(error) => error,
+            TransactionError::Storage(error) => StoreError::Io(error),
+        })
+    }
+
+    /// Every Running instance.
+    pub fn running_instances(&self) -> Result<Vec<Instance>, StoreError> {
+        let mut found = Vec::new();
+        for entry in self.trees.running.iter() {
+            let (key, _) = entry?;
+            let id = read_u64(&key[8..]).unwrap_or_default();
+            if let Some(instance) = self.instance(id)? {
+                found.push(instance);
+            }
+        }
+        Ok(found)
+    }
+
+    /// The largest instance id ever stored, to resume the id generator.
+    pub fn newest_instance_id(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.trees.instances.last()?.and_then(|(key, _)| read_u64(&key)))
+    }
+
+    /// Number of instances stored.
+    pub fn instance_count(&self) -> usize {
+        self.trees.instances.len()
+    }
+
+    /// Lists instances newest first.
+    pub fn list_instances(&self, filter: &InstanceFilter) -> Result<InstancePage, StoreError> {
+        let limit = filter.limit.clamp(1, 1000);
+        let low = filter.since.map(|at| snowflake::first_id_at(at.timestamp_millis())).unwrap_or(0);
+        let mut high = filter
+            .until
+            .map(|at| snowflake::first_id_at(at.timestamp_millis() + 1))
+            .unwrap_or(u64::MAX);
+        if let Some(before) = filter.before {
+            high = high.min(before);
+        }
+
+        let ids: Box<dyn Iterator<Item = Result<u64, StoreError>>> = match filter.task_id {
+            Some(task_id) => Box::new(
+                self.trees
+                    .instances_by_task
+                    .range(pair_key(task_id, low)..pair_key(task_id, high))
+                    .rev()
+                    .map(|entry| Ok(read_u64(&entry?.0[8..]).unwrap_or_default())),
+            ),
+            None => Box::new(
+                self.trees
+                    .instances
+                    .range(id_key(low)..id_key(high))
+                    .rev()
+                    .map(|entry| Ok(read_u64(&entry?.0).unwrap_or_default())),
+            ),
+        };
+
+        let mut instances = Vec::new();
+        let mut last_seen = None;
+        for (scanned, id) in ids.enumerate() {
+            let id = id?;
+            last_seen = Some(id);
+            if scanned >= MAX_SCAN {
+                return Ok(InstancePage { instances, next_cursor: Some(id) });
+            }
+            let Some(instance) = self.instance(id)? else { continue };
+            if filter.status.is_some_and(|status| instance.status != status)
+                || filter.processor_id.is_some_and(|p| instance.executor_processor_id != Some(p))
+            {
+                continue;
+            }
+            instances.push(instance);
+            if instances.len() == limit {
+                return Ok(InstancePage { instances, next_cursor: Some(id) });
+            }
+        }
+        let _ = last_seen;
+        Ok(InstancePage { instances, next_cursor: None })
+    }
+
+    /// Ids of a task's instances, newest first, at most `limit`.
+    pub fn task_instance_ids(&self, task_id: Id, limit: usize) -> Result<Vec<u64>, StoreError> {
+        self.trees
+            .instances_by_task
+            .scan_prefix(id_key(task_id))
+            .rev()
+            .take(limit)
+            .map(|entry| Ok(read_u64(&entry?.0[8..]).unwrap_or_default()))
+            .collect()
+    }
+
+    /// Stores a chunk of live output at `offset`, cut at `cap`. Storing the
+    /// same chunk again changes nothing.
+    pub fn append_output(
+        &self,
+        instance_id: u64,
+        stream: Stream,
+        offset: u64,
+        bytes: &[u8],
+        cap: u64,
+    ) -> Result<(), StoreError> {
+        if offset >= cap || bytes.is_empty() {
+            return Ok(());
+        }
+        let room = (cap - offset) as usize;
+        let bytes = &bytes[..bytes.len().min(room)];
+        self.trees.output.insert(output_key(instance_id, stream, offset), bytes)?;
+        Ok(())
+    }
+
+    /// Ends a stream that exceeded its cap: drops stored bytes past `keep`,
+    /// then stores the cut marker and the tail.
+    pub fn apply_output_tail(
+        &self,
+        instance_id: u64,
+        stream: Stream,
+        keep: u64,
+        marker: &[u8],
+        tail: &[u8],
+    ) -> Result<(), StoreError> {
+        let prefix = output_prefix(instance_id, stream);
+        let mut batch = sled::Batch::default();
+        for entry in self.trees.output.scan_prefix(prefix) {
+            let (key, bytes) = entry?;
+            let offset = read_u64(&key[9..]).unwrap_or_default();
+            let end = offset + bytes.len() as u64;
+            if offset >= keep {
+                batch.remove(key);
+            } else if end > keep {
+                batch.insert(key, &bytes[..(keep - offset) as usize]);
+            }
+        }
+        let mut ending = marker.to_vec();
+        ending.extend_from_slice(tail);
+        batch.insert(&output_key(instance_id, stream, keep), ending);
+        self.trees.output.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The stored output of one stream, from byte `from` on.
+    pub fn read_output(&self, instance_id: u64, stream: Stream, from: u64) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.trees.output.scan_prefix(output_prefix(instance_id, stream)) {
+            let (key, bytes) = entry?;
+            let offset = read_u64(&key[9..]).unwrap_or_default();
+            let end = offset + bytes.len() as u64;
+            if end <= from {
+                continue;
+            }
+            let skip = from.saturating_sub(offset) as usize;
+            out.extend_from_slice(&bytes[skip..]);
+        }
+        Ok(out)
+    }
+
+    /// Deletes instances created before `cutoff`, with their indexes and
+    /// output. Returns how many were deleted.
+    pub fn purge_instances_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let high = snowflake::first_id_at(cutoff.timestamp_millis());
+        let mut purged = 0;
+        for entry in self.trees.instances.range(..id_key(high)) {
+            let (key, bytes) = entry?;
+            let instance: Instance = decode("instances", &key, &bytes)?;
+            if instance.status == InstanceStatus::Running {
+                continue;
+            }
+            self.trees.instances.remove(&key)?;
+            self.trees.instances_by_task.remove(pair_key(instance.task_id, instance.id))?;
+            let processor = instance.executor_processor_id.unwrap_or(0);
+            for claimed in [0, processor] {
+                let key = slot_key(instance.task_id, instance.scheduled_time, claimed);
+                if self.trees.slots.get(key)?.and_then(|id| read_u64(&id)) == Some(instance.id) {
+                    self.trees.slots.remove(key)?;
+                }
+            }
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                for chunk in self.trees.output.scan_prefix(output_prefix(instance.id, stream)).keys() {
+                    self.trees.output.remove(chunk?)?;
+                }
+            }
+            purged += 1;
+        }
+        Ok(purged)
+    }
+}
