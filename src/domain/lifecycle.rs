@@ -15,6 +15,8 @@ pub enum RunEnd {
     TimedOut,
     Killed,
     SpawnFailed,
+    /// The executor stopped or restarted while the run went on.
+    Interrupted,
 }
 
 /// The outcome an executor reports for one instance.
@@ -32,7 +34,9 @@ impl Outcome {
     pub fn status(&self) -> InstanceStatus {
         match self.end {
             RunEnd::Exited if self.exit_code == Some(0) => InstanceStatus::Finished,
-            RunEnd::Exited | RunEnd::SpawnFailed => InstanceStatus::AbnormalEnding,
+            RunEnd::Exited | RunEnd::SpawnFailed | RunEnd::Interrupted => {
+                InstanceStatus::AbnormalEnding
+            }
             RunEnd::TimedOut => InstanceStatus::TimeoutEnding,
             RunEnd::Killed => InstanceStatus::ManualCancellation,
         }

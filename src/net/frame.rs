@@ -50,16 +50,23 @@ pub fn encode_payload<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> 
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     let (message, used) = bincode::serde::decode_from_slice(payload, config())?;
     if used != payload.len() {
-        return Err(FrameError::Decode(bincode::error::DecodeError::OtherString(format!(
-            "{} trailing bytes after the message",
-            payload.len() - used
-        ))));
+        return Err(FrameError::Decode(
+            bincode::error::DecodeError::OtherString(format!(
+                "{} trailing bytes after the message",
+                payload.len() - used
+            )),
+        ));
     }
     Ok(message)
 }
 
 /// Appends one whole frame (length prefix included) to `out`.
-pub fn write_frame(out: &mut Vec<u8>, seq: u64, mac: &[u8], payload: &[u8]) -> Result<(), FrameError> {
+pub fn write_frame(
+    out: &mut Vec<u8>,
+    seq: u64,
+    mac: &[u8],
+    payload: &[u8],
+) -> Result<(), FrameError> {
     if mac.len() > MAX_MAC_LEN {
         return Err(FrameError::BadMacLength { len: mac.len() });
     }
@@ -124,12 +131,22 @@ mod tests {
         let len = check_len(u32::from_be_bytes(out[..4].try_into().unwrap())).unwrap();
         assert_eq!(len, out.len() - 4);
         let parts = split_frame(&out[4..]).unwrap();
-        assert_eq!(parts, FrameParts { seq: 7, mac: &[1, 2, 3], payload: b"payload" });
+        assert_eq!(
+            parts,
+            FrameParts {
+                seq: 7,
+                mac: &[1, 2, 3],
+                payload: b"payload"
+            }
+        );
     }
 
     #[test]
     fn oversized_length_is_rejected_before_reading() {
-        assert!(matches!(check_len(u32::MAX), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            check_len(u32::MAX),
+            Err(FrameError::TooLarge { .. })
+        ));
         assert!(matches!(check_len(3), Err(FrameError::Truncated { .. })));
     }
 
@@ -138,13 +155,19 @@ mod tests {
         let mut body = vec![0u8; 8];
         body.push(200);
         body.extend_from_slice(&[0; 10]);
-        assert!(matches!(split_frame(&body), Err(FrameError::BadMacLength { .. })));
+        assert!(matches!(
+            split_frame(&body),
+            Err(FrameError::BadMacLength { .. })
+        ));
     }
 
     #[test]
     fn hostile_payload_does_not_allocate() {
         let hostile = [0xffu8; 16];
         assert!(decode_payload::<Vec<u8>>(&hostile).is_err());
-        assert!(decode_payload::<String>(&[0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+        assert!(
+            decode_payload::<String>(&[0xfc, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
+                .is_err()
+        );
     }
 }

@@ -22,7 +22,10 @@ pub enum LinkError {
 impl LinkError {
     /// True for errors caused by what the peer sent, as opposed to a lost connection.
     pub fn is_protocol_violation(&self) -> bool {
-        matches!(self, LinkError::Frame(_) | LinkError::Sequence { .. } | LinkError::Truncated)
+        matches!(
+            self,
+            LinkError::Frame(_) | LinkError::Sequence { .. } | LinkError::Truncated
+        )
     }
 }
 
@@ -35,7 +38,11 @@ pub struct FrameReader {
 
 impl FrameReader {
     pub fn new(recv: quinn::RecvStream) -> FrameReader {
-        FrameReader { recv, next_seq: 0, body: Vec::new() }
+        FrameReader {
+            recv,
+            next_seq: 0,
+            body: Vec::new(),
+        }
     }
 
     /// Returns the next message, or `None` when the peer finished the stream
@@ -58,7 +65,10 @@ impl FrameReader {
 
         let parts = frame::split_frame(&self.body)?;
         if parts.seq != self.next_seq {
-            return Err(LinkError::Sequence { expected: self.next_seq, got: parts.seq });
+            return Err(LinkError::Sequence {
+                expected: self.next_seq,
+                got: parts.seq,
+            });
         }
         self.next_seq += 1;
         Ok(Some(frame::decode_payload(parts.payload)?))
@@ -74,7 +84,11 @@ pub struct FrameWriter {
 
 impl FrameWriter {
     pub fn new(send: quinn::SendStream) -> FrameWriter {
-        FrameWriter { send, next_seq: 0, buffer: Vec::new() }
+        FrameWriter {
+            send,
+            next_seq: 0,
+            buffer: Vec::new(),
+        }
     }
 
     /// Appends a message to the write buffer without sending it.

@@ -53,7 +53,9 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("15 s fits a QUIC varint")));
+    transport.max_idle_timeout(Some(
+        IDLE_TIMEOUT.try_into().expect("15 s fits a QUIC varint"),
+    ));
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     transport.max_concurrent_uni_streams(0u8.into());
     transport.max_concurrent_bidi_streams(4u8.into());
@@ -69,7 +71,11 @@ pub fn load_or_create_identity(
     if !cert_path.exists() || !key_path.exists() {
         let generated = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])?;
         write_file(&cert_path, generated.cert.pem().as_bytes(), 0o644)?;
-        write_file(&key_path, generated.signing_key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(
+            &key_path,
+            generated.signing_key.serialize_pem().as_bytes(),
+            0o600,
+        )?;
     }
     let cert = CertificateDer::from_pem_slice(read_file(&cert_path)?.as_bytes())
         .map_err(|e| pem_error(&cert_path, e))?;

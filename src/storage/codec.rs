@@ -20,7 +20,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-pub fn decode<T: DeserializeOwned>(tree: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+pub fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
         tree,
         key: key_text(key),

@@ -3,8 +3,8 @@
 //! kept in one index tree inside the same transaction as the record.
 
 use serde::{Serialize, de::DeserializeOwned};
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::codec::{decode, encode, id_key, read_u64};
 use super::{Store, StoreError};
@@ -60,7 +60,12 @@ impl Entity for Group {
         self.id = id;
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![unique(b'g', self.name.as_bytes(), "name", self.name.clone())]
+        vec![unique(
+            b'g',
+            self.name.as_bytes(),
+            "name",
+            self.name.clone(),
+        )]
     }
     fn tree(store: &Store) -> &sled::Tree {
         &store.trees.groups
@@ -78,7 +83,12 @@ impl Entity for Processor {
     fn unique_keys(&self) -> Vec<UniqueKey> {
         vec![
             unique(b'p', self.name.as_bytes(), "name", self.name.clone()),
-            unique(b'm', &self.machine_id.to_be_bytes(), "machine_id", self.machine_id.to_string()),
+            unique(
+                b'm',
+                &self.machine_id.to_be_bytes(),
+                "machine_id",
+                self.machine_id.to_string(),
+            ),
         ]
     }
     fn tree(store: &Store) -> &sled::Tree {
@@ -121,7 +131,12 @@ impl Entity for Task {
         self.id = id;
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![unique(b't', self.name.as_bytes(), "name", self.name.clone())]
+        vec![unique(
+            b't',
+            self.name.as_bytes(),
+            "name",
+            self.name.clone(),
+        )]
     }
     fn tree(store: &Store) -> &sled::Tree {
         &store.trees.tasks
@@ -145,13 +160,26 @@ fn conflict(kind: EntityKind, key: &UniqueKey) -> StoreError {
     let message = if key.field == "executor_id" {
         format!("a bind between {} already exists", key.value)
     } else {
-        format!("a {} with {} {:?} already exists", kind.name(), key.field, key.value)
+        format!(
+            "a {} with {} {:?} already exists",
+            kind.name(),
+            key.field,
+            key.value
+        )
     };
-    StoreError::Conflict { field: key.field.to_string(), message }
+    StoreError::Conflict {
+        field: key.field.to_string(),
+        message,
+    }
 }
 
 /// Claims the unique keys of `record` for `id`, failing on a key held by another id.
-fn claim_keys(unique: &TransactionalTree, keys: &[UniqueKey], id: Id, kind: EntityKind) -> TxResult<()> {
+fn claim_keys(
+    unique: &TransactionalTree,
+    keys: &[UniqueKey],
+    id: Id,
+    kind: EntityKind,
+) -> TxResult<()> {
     for key in keys {
         if let Some(owner) = unique.get(&key.key)? {
             if read_u64(&owner) != Some(id) {
@@ -168,18 +196,19 @@ impl Store {
     pub fn create<E: Entity>(&self, mut record: E) -> Result<E, StoreError> {
         let tree = E::tree(self);
         let counter = format!("next_id/{}", E::KIND.name());
-        let result = (tree, &self.trees.unique, &self.trees.meta).transaction(|(records, unique, meta)| {
-            let id = meta
-                .get(counter.as_bytes())?
-                .and_then(|bytes| read_u64(&bytes))
-                .unwrap_or(1);
-            meta.insert(counter.as_bytes(), &id_key(id + 1))?;
-            let mut stored = record.clone();
-            stored.set_id(id);
-            claim_keys(unique, &stored.unique_keys(), id, E::KIND)?;
-            records.insert(&id_key(id), encode(&stored))?;
-            Ok(stored)
-        });
+        let result =
+            (tree, &self.trees.unique, &self.trees.meta).transaction(|(records, unique, meta)| {
+                let id = meta
+                    .get(counter.as_bytes())?
+                    .and_then(|bytes| read_u64(&bytes))
+                    .unwrap_or(1);
+                meta.insert(counter.as_bytes(), &id_key(id + 1))?;
+                let mut stored = record.clone();
+                stored.set_id(id);
+                claim_keys(unique, &stored.unique_keys(), id, E::KIND)?;
+                records.insert(&id_key(id), encode(&stored))?;
+                Ok(stored)
+            });
         record = unwrap_tx(result)?;
         Ok(record)
     }
@@ -209,7 +238,12 @@ impl Store {
         };
         let mut key = vec![prefix];
         key.extend_from_slice(name.as_bytes());
-        match self.trees.unique.get(key)?.and_then(|bytes| read_u64(&bytes)) {
+        match self
+            .trees
+            .unique
+            .get(key)?
+            .and_then(|bytes| read_u64(&bytes))
+        {
             Some(id) => self.get(id),
             None => Ok(None),
         }
@@ -231,9 +265,13 @@ impl Store {
         let id = record.id();
         let result = (E::tree(self), &self.trees.unique).transaction(|(records, unique)| {
             let Some(bytes) = records.get(id_key(id))? else {
-                return abort(StoreError::NotFound { kind: E::KIND.name(), id: id.to_string() });
+                return abort(StoreError::NotFound {
+                    kind: E::KIND.name(),
+                    id: id.to_string(),
+                });
             };
-            let old: E = decode(tree_name::<E>(), &id_key(id), &bytes).map_err(ConflictableTransactionError::Abort)?;
+            let old: E = decode(tree_name::<E>(), &id_key(id), &bytes)
+                .map_err(ConflictableTransactionError::Abort)?;
             for key in old.unique_keys() {
                 unique.remove(key.key)?;
             }
@@ -248,9 +286,13 @@ impl Store {
     pub fn delete<E: Entity>(&self, id: Id) -> Result<E, StoreError> {
         let result = (E::tree(self), &self.trees.unique).transaction(|(records, unique)| {
             let Some(bytes) = records.remove(&id_key(id))? else {
-                return abort(StoreError::NotFound { kind: E::KIND.name(), id: id.to_string() });
+                return abort(StoreError::NotFound {
+                    kind: E::KIND.name(),
+                    id: id.to_string(),
+                });
             };
-            let old: E = decode(tree_name::<E>(), &id_key(id), &bytes).map_err(ConflictableTransactionError::Abort)?;
+            let old: E = decode(tree_name::<E>(), &id_key(id), &bytes)
+                .map_err(ConflictableTransactionError::Abort)?;
             for key in old.unique_keys() {
                 unique.remove(key.key)?;
             }

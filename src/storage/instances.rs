@@ -148,7 +148,9 @@ impl Store {
     }
 
     pub fn set_task_state(&self, task_id: Id, state: &TaskState) -> Result<(), StoreError> {
-        self.trees.task_state.insert(id_key(task_id), encode(state))?;
+        self.trees
+            .task_state
+            .insert(id_key(task_id), encode(state))?;
         Ok(())
     }
 
@@ -173,24 +175,25 @@ impl Store {
         id: u64,
         change: impl Fn(&mut Instance) -> Applied,
     ) -> Result<Option<(Instance, Applied)>, StoreError> {
-        let result = (&self.trees.instances, &self.trees.running).transaction(|(instances, running)| {
-            let Some(bytes) = instances.get(id_key(id))? else {
-                return Ok(None);
-            };
-            let mut instance: Instance =
-                decode("instances", &id_key(id), &bytes).map_err(ConflictableTransactionError::Abort)?;
-            let applied = change(&mut instance);
-            if applied == Applied::Changed {
-                instances.insert(&id_key(id), encode(&instance))?;
-                let key = pair_key(instance.task_id, id);
-                if instance.status == InstanceStatus::Running {
-                    running.insert(&key, &[])?;
-                } else {
-                    running.remove(&key)?;
+        let result =
+            (&self.trees.instances, &self.trees.running).transaction(|(instances, running)| {
+                let Some(bytes) = instances.get(id_key(id))? else {
+                    return Ok(None);
+                };
+                let mut instance: Instance = decode("instances", &id_key(id), &bytes)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                let applied = change(&mut instance);
+                if applied == Applied::Changed {
+                    instances.insert(&id_key(id), encode(&instance))?;
+                    let key = pair_key(instance.task_id, id);
+                    if instance.status == InstanceStatus::Running {
+                        running.insert(&key, &[])?;
+                    } else {
+                        running.remove(&key)?;
+                    }
                 }
-            }
-            Ok(Some((instance, applied)))
-        });
+                Ok(Some((instance, applied)))
+            });
         result.map_err(|e| match e {
             TransactionError::Abort(error) => error,
             TransactionError::Storage(error) => StoreError::Io(error),
@@ -212,7 +215,11 @@ impl Store {
 
     /// The largest instance id ever stored, to resume the id generator.
     pub fn newest_instance_id(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.trees.instances.last()?.and_then(|(key, _)| read_u64(&key)))
+        Ok(self
+            .trees
+            .instances
+            .last()?
+            .and_then(|(key, _)| read_u64(&key)))
     }
 
     /// Number of instances stored.
@@ -223,7 +230,10 @@ impl Store {
     /// Lists instances newest first.
     pub fn list_instances(&self, filter: &InstanceFilter) -> Result<InstancePage, StoreError> {
         let limit = filter.limit.clamp(1, 1000);
-        let low = filter.since.map(|at| snowflake::first_id_at(at.timestamp_millis())).unwrap_or(0);
+        let low = filter
+            .since
+            .map(|at| snowflake::first_id_at(at.timestamp_millis()))
+            .unwrap_or(0);
         let mut high = filter
             .until
             .map(|at| snowflake::first_id_at(at.timestamp_millis() + 1))
@@ -255,21 +265,36 @@ impl Store {
             let id = id?;
             last_seen = Some(id);
             if scanned >= MAX_SCAN {
-                return Ok(InstancePage { instances, next_cursor: Some(id) });
+                return Ok(InstancePage {
+                    instances,
+                    next_cursor: Some(id),
+                });
             }
-            let Some(instance) = self.instance(id)? else { continue };
-            if filter.status.is_some_and(|status| instance.status != status)
-                || filter.processor_id.is_some_and(|p| instance.executor_processor_id != Some(p))
+            let Some(instance) = self.instance(id)? else {
+                continue;
+            };
+            if filter
+                .status
+                .is_some_and(|status| instance.status != status)
+                || filter
+                    .processor_id
+                    .is_some_and(|p| instance.executor_processor_id != Some(p))
             {
                 continue;
             }
             instances.push(instance);
             if instances.len() == limit {
-                return Ok(InstancePage { instances, next_cursor: Some(id) });
+                return Ok(InstancePage {
+                    instances,
+                    next_cursor: Some(id),
+                });
             }
         }
         let _ = last_seen;
-        Ok(InstancePage { instances, next_cursor: None })
+        Ok(InstancePage {
+            instances,
+            next_cursor: None,
+        })
     }
 
     /// Ids of a task's instances, newest first, at most `limit`.
@@ -298,7 +323,9 @@ impl Store {
         }
         let room = (cap - offset) as usize;
         let bytes = &bytes[..bytes.len().min(room)];
-        self.trees.output.insert(output_key(instance_id, stream, offset), bytes)?;
+        self.trees
+            .output
+            .insert(output_key(instance_id, stream, offset), bytes)?;
         Ok(())
     }
 
@@ -332,9 +359,18 @@ impl Store {
     }
 
     /// The stored output of one stream, from byte `from` on.
-    pub fn read_output(&self, instance_id: u64, stream: Stream, from: u64) -> Result<Vec<u8>, StoreError> {
+    pub fn read_output(
+        &self,
+        instance_id: u64,
+        stream: Stream,
+        from: u64,
+    ) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::new();
-        for entry in self.trees.output.scan_prefix(output_prefix(instance_id, stream)) {
+        for entry in self
+            .trees
+            .output
+            .scan_prefix(output_prefix(instance_id, stream))
+        {
             let (key, bytes) = entry?;
             let offset = read_u64(&key[9..]).unwrap_or_default();
             let end = offset + bytes.len() as u64;
@@ -359,7 +395,9 @@ impl Store {
                 continue;
             }
             self.trees.instances.remove(&key)?;
-            self.trees.instances_by_task.remove(pair_key(instance.task_id, instance.id))?;
+            self.trees
+                .instances_by_task
+                .remove(pair_key(instance.task_id, instance.id))?;
             let processor = instance.executor_processor_id.unwrap_or(0);
             for claimed in [0, processor] {
                 let key = slot_key(instance.task_id, instance.scheduled_time, claimed);
@@ -368,7 +406,12 @@ impl Store {
                 }
             }
             for stream in [Stream::Stdout, Stream::Stderr] {
-                for chunk in self.trees.output.scan_prefix(output_prefix(instance.id, stream)).keys() {
+                for chunk in self
+                    .trees
+                    .output
+                    .scan_prefix(output_prefix(instance.id, stream))
+                    .keys()
+                {
                     self.trees.output.remove(chunk?)?;
                 }
             }

@@ -7,7 +7,7 @@
 
 mod codec;
 mod entities;
-mod flusher;
+pub(crate) mod flusher;
 mod instances;
 
 use std::path::Path;
@@ -41,7 +41,9 @@ pub enum StoreError {
     InUse { message: String },
     #[error(transparent)]
     Invalid(#[from] FieldError),
-    #[error("the data directory holds schema version {found}, this build reads version {SCHEMA_VERSION}")]
+    #[error(
+        "the data directory holds schema version {found}, this build reads version {SCHEMA_VERSION}"
+    )]
     SchemaMismatch { found: u8 },
     #[error("storage flush failed: {0}")]
     Flush(String),
@@ -140,6 +142,8 @@ fn check_schema(meta: &sled::Tree) -> Result<(), StoreError> {
             Ok(())
         }
         Some(found) if found.as_ref() == [SCHEMA_VERSION] => Ok(()),
-        Some(found) => Err(StoreError::SchemaMismatch { found: found.first().copied().unwrap_or(0) }),
+        Some(found) => Err(StoreError::SchemaMismatch {
+            found: found.first().copied().unwrap_or(0),
+        }),
     }
 }
