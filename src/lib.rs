@@ -4,6 +4,9 @@
 //! each one by bind weight to a remote executor over QUIC, and keeps its state
 //! in sled. Executor nodes run the commands and report how each run ended.
 
+pub mod actors;
 pub mod domain;
 pub mod net;
+pub mod node;
+pub mod metrics;
 pub mod storage;

@@ -1,0 +1,74 @@
+//! The one place an instance changes status. Every change goes through the
+//! domain state machine inside a store transaction, then tells whoever
+//! tracks the instance.
+
+use std::cell::Cell;
+
+use chrono::Utc;
+
+use super::Shared;
+use super::instance::InstanceEnded;
+use super::processor::Release;
+use super::scheduler::RunningEnded;
+use crate::domain::entities::{Instance, InstanceStatus};
+use crate::domain::lifecycle::{Applied, InstanceEvent, apply_event};
+use crate::storage::StoreError;
+
+/// Applies an event to a stored instance. Returns the instance after the
+/// event when it changed anything.
+pub async fn apply(
+    shared: &Shared,
+    instance_id: u64,
+    event: InstanceEvent,
+) -> Result<Option<Instance>, StoreError> {
+    let before = Cell::new(InstanceStatus::Running);
+    let now = Utc::now();
+    let result = shared.store.update_instance(instance_id, |instance| {
+        before.set(instance.status);
+        apply_event(instance, &event, now)
+    })?;
+    let Some((instance, Applied::Changed)) = result else {
+        return Ok(None);
+    };
+
+    let before = before.get();
+    if before == InstanceStatus::Running && instance.status.is_ended() {
+        shared.metrics.instance_ended(instance.status);
+        announce_end(shared, &instance).await;
+    } else if before != instance.status {
+        shared.metrics.instance_status_reached(instance.status);
+        tracing::info!(
+            instance.id = instance.id,
+            task.id = instance.task_id,
+            status = instance.status.name(),
+            "instance.outcome_replaced"
+        );
+    }
+    Ok(Some(instance))
+}
+
+/// Tells the scheduler, the processor and the instance's actor that an
+/// instance left Running.
+async fn announce_end(shared: &Shared, instance: &Instance) {
+    tracing::info!(
+        instance.id = instance.id,
+        task.id = instance.task_id,
+        status = instance.status.name(),
+        exit_code = ?instance.exit_code,
+        signal = ?instance.signal,
+        "instance.ended"
+    );
+    let _ = shared
+        .scheduler()
+        .tell(RunningEnded { task_id: instance.task_id })
+        .await;
+    if let Some(processor) = instance
+        .executor_processor_id
+        .and_then(|id| shared.directory.processor_actor(id))
+    {
+        let _ = processor.tell(Release { instance_id: instance.id }).await;
+    }
+    if let Some(actor) = shared.instance_actor(instance.id) {
+        let _ = actor.tell(InstanceEnded { instance: instance.clone() }).await;
+    }
+}

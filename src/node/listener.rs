@@ -1,0 +1,281 @@
+//! The scheduler's QUIC listener: the join of an executor, then the
+//! messages of its session.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::actors::Shared;
+use crate::actors::processor::{AttachSession, DetachSession, HeartbeatReceived, ProcessorActor, RunAnswered, Session};
+use crate::actors::transitions;
+use crate::domain::entities::{Id, InstanceStatus};
+use crate::domain::lifecycle::InstanceEvent;
+use crate::net::close_code;
+use crate::net::link::{FrameReader, FrameWriter, OUTGOING_QUEUE, pump_outgoing};
+use crate::net::messages::{Event, EventKind, Hello, Message, PROTOCOL_VERSION, Welcome};
+use crate::storage::StoreError;
+use kameo::actor::ActorRef;
+
+/// Time a new connection has to open its stream and send Hello.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    security_level: u8,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let shared = shared.clone();
+                let span = tracing::info_span!("scheduler.session", peer.addr = %incoming.remote_address());
+                tokio::spawn(accept(incoming, shared, security_level).instrument(span));
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    tracing::info!("quic listener stopped accepting");
+}
+
+async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, security_level: u8) {
+    let peer = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::debug!(peer.addr = %peer, %error, "quic handshake failed");
+            return;
+        }
+    };
+    let (send, recv) = match tokio::time::timeout(JOIN_TIMEOUT, connection.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        _ => {
+            connection.close(close_code::PROTOCOL_ERROR.into(), b"no stream opened");
+            return;
+        }
+    };
+    let mut reader = FrameReader::new(recv);
+    let mut writer = FrameWriter::new(send);
+
+    let hello = match tokio::time::timeout(JOIN_TIMEOUT, reader.next()).await {
+        Ok(Ok(Some(Message::Hello(hello)))) => hello,
+        Ok(Err(error)) => {
+            reject_frame(&shared, &connection, &error.to_string());
+            return;
+        }
+        _ => {
+            reject_frame(&shared, &connection, "the first frame must be Hello");
+            return;
+        }
+    };
+
+    let (processor_id, actor) = match check_join(&shared, &hello, security_level) {
+        Ok(found) => found,
+        Err((code, reason)) => {
+            shared.metrics.joins_rejected.fetch_add(1, Relaxed);
+            tracing::warn!(peer.addr = %peer, processor.name = %hello.processor_name, %reason, "join rejected");
+            let _ = writer.send(&Message::JoinRejected { reason: reason.clone() }).await;
+            writer.finish();
+            connection.close(code.into(), reason.as_bytes());
+            return;
+        }
+    };
+    let Some((record, _)) = shared.directory.processor(processor_id) else { return };
+    let welcome = Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        processor_id,
+        machine_id: record.machine_id,
+        heartbeat_interval_ms: shared.settings.heartbeat_interval.as_millis() as u64,
+    };
+    if writer.send(&Message::Welcome(welcome)).await.is_err() {
+        return;
+    }
+
+    let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
+    tokio::spawn(async move {
+        if let Err(error) = pump_outgoing(writer, queue).await {
+            tracing::debug!(%error, "session writer stopped");
+        }
+    });
+    let session_id = SESSION_IDS.fetch_add(1, Relaxed);
+    let session = Session {
+        id: session_id,
+        connection: connection.clone(),
+        outgoing: outgoing.clone(),
+        agent_version: hello.agent_version.clone(),
+    };
+    if actor.tell(AttachSession(session)).await.is_err() {
+        return;
+    }
+    tracing::info!(peer.addr = %peer, processor.id = processor_id, processor.name = %hello.processor_name, "executor joined");
+
+    let context = SessionContext { shared: shared.clone(), processor_id, session_id, actor: actor.clone(), outgoing };
+    read_session(&context, &mut reader, &connection).await;
+    let _ = actor.tell(DetachSession { session_id }).await;
+    tracing::info!(peer.addr = %peer, processor.id = processor_id, "executor left");
+}
+
+fn reject_frame(shared: &Shared, connection: &quinn::Connection, reason: &str) {
+    shared.metrics.frames_rejected.fetch_add(1, Relaxed);
+    tracing::warn!(peer.addr = %connection.remote_address(), %reason, "invalid frame; closing the connection");
+    connection.close(close_code::PROTOCOL_ERROR.into(), reason.as_bytes());
+}
+
+/// Checks a Hello: protocol version, security level, a processor of that name.
+fn check_join(
+    shared: &Shared,
+    hello: &Hello,
+    security_level: u8,
+) -> Result<(Id, ActorRef<ProcessorActor>), (u32, String)> {
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err((
+            close_code::VERSION_MISMATCH,
+            format!(
+                "executor speaks protocol version {}, this scheduler speaks version {PROTOCOL_VERSION}",
+                hello.protocol_version
+            ),
+        ));
+    }
+    if hello.security_level != security_level {
+        return Err((
+            close_code::JOIN_REJECTED,
+            format!(
+                "executor runs at security level {}, this scheduler at security level {security_level}: set DELICATE_SECURITY_LEVEL to the same value on both",
+                hello.security_level
+            ),
+        ));
+    }
+    match shared.directory.processor_by_name(&hello.processor_name) {
+        Some((record, actor)) => Ok((record.id, actor)),
+        None => Err((
+            close_code::JOIN_REJECTED,
+            format!(
+                "no processor named {:?} is registered: create it with POST /api/v1/processors",
+                hello.processor_name
+            ),
+        )),
+    }
+}
+
+struct SessionContext {
+    shared: Arc<Shared>,
+    processor_id: Id,
+    session_id: u64,
+    actor: ActorRef<ProcessorActor>,
+    outgoing: mpsc::Sender<Message>,
+}
+
+async fn read_session(context: &SessionContext, reader: &mut FrameReader, connection: &quinn::Connection) {
+    loop {
+        let message = match reader.next().await {
+            Ok(Some(message)) => message,
+            Ok(None) => return,
+            Err(error) if error.is_protocol_violation() => {
+                reject_frame(&context.shared, connection, &error.to_string());
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "session ended");
+                return;
+            }
+        };
+        if let Err(reason) = handle_message(context, message).await {
+            reject_frame(&context.shared, connection, &reason);
+            return;
+        }
+    }
+}
+
+async fn handle_message(context: &SessionContext, message: Message) -> Result<(), String> {
+    let session_id = context.session_id;
+    match message {
+        Message::Heartbeat(heartbeat) => {
+            let _ = context.actor.tell(HeartbeatReceived { session_id, heartbeat }).await;
+        }
+        Message::RunAccepted { instance_id } => {
+            let answer = RunAnswered { session_id, instance_id, result: Ok(()) };
+            let _ = context.actor.tell(answer).await;
+        }
+        Message::RunRejected { instance_id, reason } => {
+            let answer = RunAnswered { session_id, instance_id, result: Err(reason) };
+            let _ = context.actor.tell(answer).await;
+        }
+        Message::Event(event) => {
+            let seq = event.seq;
+            let durable = match apply_event(&context.shared, context.processor_id, event).await {
+                Ok(durable) => durable,
+                Err(error) => {
+                    // Not acknowledged: the executor sends it again on its next connection.
+                    tracing::error!(%error, event.seq = seq, "failed to apply an executor event");
+                    return Ok(());
+                }
+            };
+            let store = context.shared.store.clone();
+            let outgoing = context.outgoing.clone();
+            tokio::spawn(async move {
+                if durable && store.durable().await.is_err() {
+                    return;
+                }
+                let _ = outgoing.send(Message::Ack { event_seq: seq }).await;
+            });
+        }
+        other => return Err(format!("unexpected {} message from an executor", other.kind())),
+    }
+    Ok(())
+}
+
+/// Applies an executor's event. Returns whether its acknowledgement must
+/// wait for a flush (outcomes do; output chunks ride on the next flush).
+async fn apply_event(shared: &Arc<Shared>, processor_id: Id, event: Event) -> Result<bool, StoreError> {
+    let Some(instance) = shared.store.instance(event.instance_id)? else {
+        tracing::warn!(instance.id = event.instance_id, "event for an unknown instance ignored");
+        return Ok(false);
+    };
+    if instance.executor_processor_id != Some(processor_id) {
+        tracing::warn!(
+            instance.id = event.instance_id,
+            processor.id = processor_id,
+            "event for an instance of another processor ignored"
+        );
+        return Ok(false);
+    }
+    shared.metrics.events_applied.fetch_add(1, Relaxed);
+    let cap = shared.settings.output_cap;
+    let open = matches!(instance.status, InstanceStatus::Running | InstanceStatus::Unknown);
+    match event.kind {
+        EventKind::Started { at, .. } => {
+            transitions::apply(shared, instance.id, InstanceEvent::Started { at }).await?;
+            Ok(false)
+        }
+        EventKind::Output { stream, offset, bytes } => {
+            if open {
+                shared.store.append_output(instance.id, stream, offset, &bytes, cap)?;
+            }
+            Ok(false)
+        }
+        EventKind::Tail { stream, keep, cut, bytes } => {
+            if open {
+                let keep = keep.min(cap / 2);
+                let tail = &bytes[..bytes.len().min((cap / 2) as usize)];
+                shared.store.apply_output_tail(instance.id, stream, keep, &cut_marker(cut), tail)?;
+            }
+            Ok(false)
+        }
+        EventKind::Finished(outcome) => {
+            transitions::apply(shared, instance.id, InstanceEvent::Ended(outcome)).await?;
+            Ok(true)
+        }
+    }
+}
+
+// TODO: use the domain's output marker once the output module lands.
+fn cut_marker(cut: u64) -> Vec<u8> {
+    format!("\n[delicate: {cut} bytes cut]\n").into_bytes()
+}

@@ -1,0 +1,4 @@
+//! Assembling nodes: the scheduler (store, actors, QUIC listener, HTTP API)
+//! and standalone mode (a scheduler with an in-process executor).
+
+pub mod listener;
