@@ -23,7 +23,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
-use kameo::actor::ActorRef;
+use kameo::actor::{ActorRef, Spawn};
+
+use crate::domain::entities::{Id, Processor};
 
 use crate::domain::snowflake::SnowflakeGenerator;
 use crate::metrics::Metrics;
@@ -72,6 +74,9 @@ pub struct Shared {
     pub scheduler: OnceLock<ActorRef<scheduler::SchedulerActor>>,
     /// Live instance actors by instance id.
     pub instances: RwLock<HashMap<u64, ActorRef<instance::InstanceActor>>>,
+    /// The node's main runtime. Long-lived actors are spawned here, never on
+    /// an HTTP worker's runtime, which ends with its worker.
+    pub runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -88,6 +93,27 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .next_id(machine_id, now)
+    }
+
+    /// Spawns the actor of a processor and lists it in the directory.
+    pub fn register_processor(self: &Arc<Self>, record: Processor) {
+        if self.directory.processor_actor(record.id).is_some() {
+            self.directory.update_processor(record);
+            return;
+        }
+        let _runtime = self.runtime.enter();
+        let actor = processor::ProcessorActor::spawn(processor::ProcessorActor::new(record.id, self.clone()));
+        self.directory.put_processor(record, actor);
+    }
+
+    /// Spawns the actor of a group unless it exists.
+    pub fn register_group(self: &Arc<Self>, group_id: Id) {
+        if self.directory.group(group_id).is_some() {
+            return;
+        }
+        let _runtime = self.runtime.enter();
+        let actor = group::GroupActor::spawn(group::GroupActor::new(group_id, self.clone()));
+        self.directory.put_group(group_id, actor);
     }
 
     pub fn instance_actor(&self, id: u64) -> Option<ActorRef<instance::InstanceActor>> {
