@@ -5,3 +5,4 @@
 //! in sled. Executor nodes run the commands and report how each run ended.
 
 pub mod domain;
+pub mod executor;
