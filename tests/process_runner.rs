@@ -150,7 +150,10 @@ async fn wait_for_stdout(
             .windows(expected.len())
             .any(|window| window == expected)
         {
-            let event = receiver.recv().await.expect("run still going");
+            let event = receiver
+                .recv()
+                .await
+                .expect("events channel closed before stdout matched");
             if let RunEvent::Output {
                 stream: OutputStream::Stdout,
                 bytes,
@@ -392,6 +395,17 @@ async fn stdin_bytes_reach_child() {
 }
 
 #[tokio::test]
+async fn unread_stdin_does_not_block_end() {
+    // Far more than a pipe buffer, so the writer blocks until the run ends.
+    let mut spec = RunSpec::new(19, "exit 0");
+    spec.stdin = Some(vec![b'x'; 4 * 1024 * 1024]);
+    let run = run_to_end(spec).await;
+
+    assert_eq!(run.outcome().end, RunEnd::Exited);
+    assert_eq!(run.outcome().exit_code, Some(0));
+}
+
+#[tokio::test]
 async fn missing_stdin_reads_dev_null() {
     let run = run_to_end(RunSpec::new(10, "cat; echo end")).await;
 
@@ -463,6 +477,21 @@ async fn run_as_unknown_user_fails_spawn() {
             r#"run_as "delicate-no-such-user" needs an executor running as root"#
         );
     }
+}
+
+#[tokio::test]
+async fn run_as_own_user_runs_normally() {
+    let own_name = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("run id -un");
+    let own_name = String::from_utf8(own_name.stdout).expect("user name is text");
+    let mut spec = RunSpec::new(20, "echo ran");
+    spec.run_as = Some(own_name.trim().to_owned());
+    let run = run_to_end(spec).await;
+
+    assert_eq!(run.outcome().end, RunEnd::Exited, "{:?}", run.outcome());
+    assert_eq!(run.stdout(), b"ran\n");
 }
 
 #[tokio::test]
