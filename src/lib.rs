@@ -6,7 +6,8 @@
 
 pub mod actors;
 pub mod domain;
+pub mod executor;
+pub mod metrics;
 pub mod net;
 pub mod node;
-pub mod metrics;
 pub mod storage;

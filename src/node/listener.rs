@@ -13,6 +13,7 @@ use crate::actors::processor::{AttachSession, DetachSession, HeartbeatReceived, 
 use crate::actors::transitions;
 use crate::domain::entities::{Id, InstanceStatus};
 use crate::domain::lifecycle::InstanceEvent;
+use crate::domain::output::cut_marker;
 use crate::net::close_code;
 use crate::net::link::{FrameReader, FrameWriter, OUTGOING_QUEUE, pump_outgoing};
 use crate::net::messages::{Event, EventKind, Hello, Message, PROTOCOL_VERSION, Welcome};
@@ -273,9 +274,4 @@ async fn apply_event(shared: &Arc<Shared>, processor_id: Id, event: Event) -> Re
             Ok(true)
         }
     }
-}
-
-// TODO: use the domain's output marker once the output module lands.
-fn cut_marker(cut: u64) -> Vec<u8> {
-    format!("\n[delicate: {cut} bytes cut]\n").into_bytes()
 }
