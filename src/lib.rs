@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod domain;
 pub mod executor;
+pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod node;

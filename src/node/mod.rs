@@ -2,3 +2,4 @@
 //! and standalone mode (a scheduler with an in-process executor).
 
 pub mod listener;
+pub mod scheduler;
