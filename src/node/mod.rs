@@ -3,3 +3,4 @@
 
 pub mod listener;
 pub mod scheduler;
+pub mod standalone;
