@@ -5,5 +5,6 @@
 //! in sled. Executor nodes run the commands and report how each run ended.
 
 pub mod domain;
+pub mod executor;
 pub mod net;
 pub mod storage;

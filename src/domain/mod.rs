@@ -4,6 +4,7 @@
 
 pub mod entities;
 pub mod lifecycle;
+pub mod output;
 pub mod routing;
 pub mod schedule;
 pub mod snowflake;
