@@ -16,12 +16,20 @@ pub struct Flusher {
 
 impl Flusher {
     pub fn start(db: sled::Db) -> Flusher {
+        Flusher::start_joinable(db).0
+    }
+
+    /// Starts the flusher and also returns its thread. The thread exits once
+    /// every clone of the `Flusher` is dropped, and only then drops its
+    /// `sled::Db`, so a caller that must release the store's file lock (to
+    /// reopen the directory in the same process) joins it.
+    pub fn start_joinable(db: sled::Db) -> (Flusher, std::thread::JoinHandle<()>) {
         let (requests, incoming) = std_mpsc::channel::<Waiter>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("delicate-flusher".into())
             .spawn(move || run(db, incoming))
             .expect("spawning the flusher thread");
-        Flusher { requests }
+        (Flusher { requests }, thread)
     }
 
     pub async fn flush(&self) -> Result<(), StoreError> {
