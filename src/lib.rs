@@ -4,4 +4,5 @@
 //! each one by bind weight to a remote executor over QUIC, and keeps its state
 //! in sled. Executor nodes run the commands and report how each run ended.
 
+pub mod cli;
 pub mod domain;
