@@ -73,21 +73,33 @@ fn new_york_spring_forward() {
             expression: "30 2 * * *",
             zone: "America/New_York",
             after: "2026-03-07T00:00:00Z",
-            expected: &["2026-03-07T07:30:00Z", "2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"],
+            expected: &[
+                "2026-03-07T07:30:00Z",
+                "2026-03-08T07:00:00Z",
+                "2026-03-09T06:30:00Z",
+            ],
         },
         // The 6-field form of the same schedule.
         Case {
             expression: "0 30 2 * * *",
             zone: "America/New_York",
             after: "2026-03-07T00:00:00Z",
-            expected: &["2026-03-07T07:30:00Z", "2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"],
+            expected: &[
+                "2026-03-07T07:30:00Z",
+                "2026-03-08T07:00:00Z",
+                "2026-03-09T06:30:00Z",
+            ],
         },
         // Fixed minute after the gap keeps its meaning: 03:15 local every day.
         Case {
             expression: "15 3 * * *",
             zone: "America/New_York",
             after: "2026-03-07T00:00:00Z",
-            expected: &["2026-03-07T08:15:00Z", "2026-03-08T07:15:00Z", "2026-03-09T07:15:00Z"],
+            expected: &[
+                "2026-03-07T08:15:00Z",
+                "2026-03-08T07:15:00Z",
+                "2026-03-09T07:15:00Z",
+            ],
         },
         // Stepped hour: 00:00 EST, 02:00 (skipped, fires at 03:00 EDT), 04:00 EDT.
         Case {
@@ -138,7 +150,11 @@ fn new_york_fall_back() {
             expression: "30 1 * * *",
             zone: "America/New_York",
             after: "2026-10-31T00:00:00Z",
-            expected: &["2026-10-31T05:30:00Z", "2026-11-01T05:30:00Z", "2026-11-02T06:30:00Z"],
+            expected: &[
+                "2026-10-31T05:30:00Z",
+                "2026-11-01T05:30:00Z",
+                "2026-11-02T06:30:00Z",
+            ],
         },
         // Searching from inside the second pass skips the repeated 01:30.
         Case {
@@ -176,7 +192,11 @@ fn new_york_fall_back() {
             expression: "0 1-3/2 * * *",
             zone: "America/New_York",
             after: "2026-11-01T04:00:00Z",
-            expected: &["2026-11-01T05:00:00Z", "2026-11-01T06:00:00Z", "2026-11-01T08:00:00Z"],
+            expected: &[
+                "2026-11-01T05:00:00Z",
+                "2026-11-01T06:00:00Z",
+                "2026-11-01T08:00:00Z",
+            ],
         },
         // Starting inside the first pass still finds the second pass.
         Case {
@@ -195,7 +215,11 @@ fn new_york_fall_back() {
             expression: "15 3 * * *",
             zone: "America/New_York",
             after: "2026-10-31T00:00:00Z",
-            expected: &["2026-10-31T07:15:00Z", "2026-11-01T08:15:00Z", "2026-11-02T08:15:00Z"],
+            expected: &[
+                "2026-10-31T07:15:00Z",
+                "2026-11-01T08:15:00Z",
+                "2026-11-02T08:15:00Z",
+            ],
         },
     ]);
 }
@@ -207,13 +231,21 @@ fn berlin_spring_and_fall() {
             expression: "30 2 * * *",
             zone: "Europe/Berlin",
             after: "2026-03-28T00:00:00Z",
-            expected: &["2026-03-28T01:30:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"],
+            expected: &[
+                "2026-03-28T01:30:00Z",
+                "2026-03-29T01:00:00Z",
+                "2026-03-30T00:30:00Z",
+            ],
         },
         Case {
             expression: "30 2 * * *",
             zone: "Europe/Berlin",
             after: "2026-10-24T00:00:00Z",
-            expected: &["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"],
+            expected: &[
+                "2026-10-24T00:30:00Z",
+                "2026-10-25T00:30:00Z",
+                "2026-10-26T01:30:00Z",
+            ],
         },
         // 00:00 CEST, 02:00 CEST, 02:00 CET, 04:00 CET.
         Case {
@@ -232,7 +264,11 @@ fn berlin_spring_and_fall() {
             expression: "0 0 */2 * * *",
             zone: "Europe/Berlin",
             after: "2026-03-28T22:00:00Z",
-            expected: &["2026-03-28T23:00:00Z", "2026-03-29T01:00:00Z", "2026-03-29T02:00:00Z"],
+            expected: &[
+                "2026-03-28T23:00:00Z",
+                "2026-03-29T01:00:00Z",
+                "2026-03-29T02:00:00Z",
+            ],
         },
         // Seconds keep their meaning too: 02:30:15 skipped, then 02:30:15 CEST the day after.
         Case {
@@ -252,27 +288,43 @@ fn sydney_fall_and_spring() {
             expression: "30 2 * * *",
             zone: "Australia/Sydney",
             after: "2026-04-03T00:00:00Z",
-            expected: &["2026-04-03T15:30:00Z", "2026-04-04T15:30:00Z", "2026-04-05T16:30:00Z"],
+            expected: &[
+                "2026-04-03T15:30:00Z",
+                "2026-04-04T15:30:00Z",
+                "2026-04-05T16:30:00Z",
+            ],
         },
         // Hourly fires at 02:00 AEDT, 02:00 AEST and 03:00 AEST.
         Case {
             expression: "0 * * * *",
             zone: "Australia/Sydney",
             after: "2026-04-04T14:30:00Z",
-            expected: &["2026-04-04T15:00:00Z", "2026-04-04T16:00:00Z", "2026-04-04T17:00:00Z"],
+            expected: &[
+                "2026-04-04T15:00:00Z",
+                "2026-04-04T16:00:00Z",
+                "2026-04-04T17:00:00Z",
+            ],
         },
         // October: 02:30 is skipped and fires at 03:00 AEDT.
         Case {
             expression: "30 2 * * *",
             zone: "Australia/Sydney",
             after: "2026-10-02T00:00:00Z",
-            expected: &["2026-10-02T16:30:00Z", "2026-10-03T16:00:00Z", "2026-10-04T15:30:00Z"],
+            expected: &[
+                "2026-10-02T16:30:00Z",
+                "2026-10-03T16:00:00Z",
+                "2026-10-04T15:30:00Z",
+            ],
         },
         Case {
             expression: "0 */2 * * *",
             zone: "Australia/Sydney",
             after: "2026-10-03T13:30:00Z",
-            expected: &["2026-10-03T14:00:00Z", "2026-10-03T16:00:00Z", "2026-10-03T17:00:00Z"],
+            expected: &[
+                "2026-10-03T14:00:00Z",
+                "2026-10-03T16:00:00Z",
+                "2026-10-03T17:00:00Z",
+            ],
         },
     ]);
 }
@@ -285,21 +337,33 @@ fn cairo_midnight_changes() {
             expression: "30 0 * * *",
             zone: "Africa/Cairo",
             after: "2026-04-22T00:00:00Z",
-            expected: &["2026-04-22T22:30:00Z", "2026-04-23T22:00:00Z", "2026-04-24T21:30:00Z"],
+            expected: &[
+                "2026-04-22T22:30:00Z",
+                "2026-04-23T22:00:00Z",
+                "2026-04-24T21:30:00Z",
+            ],
         },
         // Midnight itself is skipped on 04-24 and fires at 01:00 EEST.
         Case {
             expression: "@daily",
             zone: "Africa/Cairo",
             after: "2026-04-22T00:00:00Z",
-            expected: &["2026-04-22T22:00:00Z", "2026-04-23T22:00:00Z", "2026-04-24T21:00:00Z"],
+            expected: &[
+                "2026-04-22T22:00:00Z",
+                "2026-04-23T22:00:00Z",
+                "2026-04-24T21:00:00Z",
+            ],
         },
         // Autumn: 23:00-23:59 on 10-29 repeats; the fixed hour fires once (EEST).
         Case {
             expression: "30 23 * * *",
             zone: "Africa/Cairo",
             after: "2026-10-28T00:00:00Z",
-            expected: &["2026-10-28T20:30:00Z", "2026-10-29T20:30:00Z", "2026-10-30T21:30:00Z"],
+            expected: &[
+                "2026-10-28T20:30:00Z",
+                "2026-10-29T20:30:00Z",
+                "2026-10-30T21:30:00Z",
+            ],
         },
         // A stepped hour fires at both 23:30s.
         Case {
@@ -330,13 +394,21 @@ fn kolkata_has_fixed_offset() {
             expression: "30 2 * * *",
             zone: "Asia/Kolkata",
             after: "2026-03-07T00:00:00Z",
-            expected: &["2026-03-07T21:00:00Z", "2026-03-08T21:00:00Z", "2026-03-09T21:00:00Z"],
+            expected: &[
+                "2026-03-07T21:00:00Z",
+                "2026-03-08T21:00:00Z",
+                "2026-03-09T21:00:00Z",
+            ],
         },
         Case {
             expression: "0 */2 * * *",
             zone: "Asia/Kolkata",
             after: "2026-03-07T18:00:00Z",
-            expected: &["2026-03-07T18:30:00Z", "2026-03-07T20:30:00Z", "2026-03-07T22:30:00Z"],
+            expected: &[
+                "2026-03-07T18:30:00Z",
+                "2026-03-07T20:30:00Z",
+                "2026-03-07T22:30:00Z",
+            ],
         },
     ]);
 }
@@ -347,19 +419,67 @@ fn every_minute_counts_real_minutes() {
     // 01:00 on Cairo's spring day, whose midnight does not exist): 23 real
     // hours on a spring day, 25 on a fall-back day and 24 otherwise.
     let windows = [
-        ("America/New_York", "2026-03-08T05:00:00Z", "2026-03-09T04:00:00Z", 23 * 60),
-        ("America/New_York", "2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z", 25 * 60),
-        ("Europe/Berlin", "2026-03-28T23:00:00Z", "2026-03-29T22:00:00Z", 23 * 60),
-        ("Europe/Berlin", "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z", 25 * 60),
-        ("Australia/Sydney", "2026-04-04T13:00:00Z", "2026-04-05T14:00:00Z", 25 * 60),
-        ("Australia/Sydney", "2026-10-03T14:00:00Z", "2026-10-04T13:00:00Z", 23 * 60),
-        ("Africa/Cairo", "2026-04-23T22:00:00Z", "2026-04-24T21:00:00Z", 23 * 60),
-        ("Africa/Cairo", "2026-10-28T21:00:00Z", "2026-10-29T22:00:00Z", 25 * 60),
-        ("Asia/Kolkata", "2026-03-07T18:30:00Z", "2026-03-08T18:30:00Z", 24 * 60),
+        (
+            "America/New_York",
+            "2026-03-08T05:00:00Z",
+            "2026-03-09T04:00:00Z",
+            23 * 60,
+        ),
+        (
+            "America/New_York",
+            "2026-11-01T04:00:00Z",
+            "2026-11-02T05:00:00Z",
+            25 * 60,
+        ),
+        (
+            "Europe/Berlin",
+            "2026-03-28T23:00:00Z",
+            "2026-03-29T22:00:00Z",
+            23 * 60,
+        ),
+        (
+            "Europe/Berlin",
+            "2026-10-24T22:00:00Z",
+            "2026-10-25T23:00:00Z",
+            25 * 60,
+        ),
+        (
+            "Australia/Sydney",
+            "2026-04-04T13:00:00Z",
+            "2026-04-05T14:00:00Z",
+            25 * 60,
+        ),
+        (
+            "Australia/Sydney",
+            "2026-10-03T14:00:00Z",
+            "2026-10-04T13:00:00Z",
+            23 * 60,
+        ),
+        (
+            "Africa/Cairo",
+            "2026-04-23T22:00:00Z",
+            "2026-04-24T21:00:00Z",
+            23 * 60,
+        ),
+        (
+            "Africa/Cairo",
+            "2026-10-28T21:00:00Z",
+            "2026-10-29T22:00:00Z",
+            25 * 60,
+        ),
+        (
+            "Asia/Kolkata",
+            "2026-03-07T18:30:00Z",
+            "2026-03-08T18:30:00Z",
+            24 * 60,
+        ),
     ];
     for (zone, start, end, minutes) in windows {
         let fires = count_fires("* * * * *", zone, start, end);
-        assert_eq!(fires, minutes, "every-minute fires in {zone} from {start} to {end}");
+        assert_eq!(
+            fires, minutes,
+            "every-minute fires in {zone} from {start} to {end}"
+        );
     }
 }
 
@@ -382,7 +502,12 @@ fn every_minute_has_no_gaps_or_repeats() {
         let fires: Vec<_> = schedule.iter_after(start).take(180).collect();
         assert_eq!(fires.len(), 180, "fires in {zone}");
         for pair in fires.windows(2) {
-            assert_eq!((pair[1] - pair[0]).num_seconds(), 60, "step in {zone} at {}", pair[0]);
+            assert_eq!(
+                (pair[1] - pair[0]).num_seconds(),
+                60,
+                "step in {zone} at {}",
+                pair[0]
+            );
         }
     }
 }
@@ -391,10 +516,30 @@ fn every_minute_has_no_gaps_or_repeats() {
 fn hourly_counts_real_hours() {
     // `@hourly` has hour `*`, so it fires in both passes of a repeated hour.
     let windows = [
-        ("America/New_York", "2026-03-08T05:00:00Z", "2026-03-09T04:00:00Z", 23),
-        ("America/New_York", "2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z", 25),
-        ("Europe/Berlin", "2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z", 25),
-        ("Africa/Cairo", "2026-10-28T21:00:00Z", "2026-10-29T22:00:00Z", 25),
+        (
+            "America/New_York",
+            "2026-03-08T05:00:00Z",
+            "2026-03-09T04:00:00Z",
+            23,
+        ),
+        (
+            "America/New_York",
+            "2026-11-01T04:00:00Z",
+            "2026-11-02T05:00:00Z",
+            25,
+        ),
+        (
+            "Europe/Berlin",
+            "2026-10-24T22:00:00Z",
+            "2026-10-25T23:00:00Z",
+            25,
+        ),
+        (
+            "Africa/Cairo",
+            "2026-10-28T21:00:00Z",
+            "2026-10-29T22:00:00Z",
+            25,
+        ),
     ];
     for (zone, start, end, hours) in windows {
         let fires = count_fires("@hourly", zone, start, end);
@@ -407,10 +552,34 @@ fn fixed_daily_fires_once_per_day() {
     // A fixed time fires once a day through every change, including times
     // inside a gap or a repeat.
     let cases = [
-        ("30 2 * * *", "America/New_York", "2026-03-01T00:00:00Z", "2026-03-15T00:00:00Z", 14),
-        ("30 1 * * *", "America/New_York", "2026-10-25T00:00:00Z", "2026-11-08T00:00:00Z", 14),
-        ("30 2 * * *", "Europe/Berlin", "2026-10-18T00:00:00Z", "2026-11-01T00:00:00Z", 14),
-        ("30 23 * * *", "Africa/Cairo", "2026-10-22T00:00:00Z", "2026-11-05T00:00:00Z", 14),
+        (
+            "30 2 * * *",
+            "America/New_York",
+            "2026-03-01T00:00:00Z",
+            "2026-03-15T00:00:00Z",
+            14,
+        ),
+        (
+            "30 1 * * *",
+            "America/New_York",
+            "2026-10-25T00:00:00Z",
+            "2026-11-08T00:00:00Z",
+            14,
+        ),
+        (
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-10-18T00:00:00Z",
+            "2026-11-01T00:00:00Z",
+            14,
+        ),
+        (
+            "30 23 * * *",
+            "Africa/Cairo",
+            "2026-10-22T00:00:00Z",
+            "2026-11-05T00:00:00Z",
+            14,
+        ),
     ];
     for (expression, zone, start, end, days) in cases {
         let fires = count_fires(expression, zone, start, end);

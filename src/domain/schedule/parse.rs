@@ -192,7 +192,10 @@ fn parse_interval(value: &str, expression: &str) -> Result<i64, ScheduleError> {
         if digits.is_empty() || position < next_unit {
             return Err(invalid(FORMAT));
         }
-        let amount: u64 = digits.parse().map_err(|_| invalid(FORMAT))?;
+        // All digits, so parsing fails only on overflow.
+        let amount: u64 = digits
+            .parse()
+            .map_err(|_| invalid("the interval must be at most 36500d"))?;
         total = amount
             .checked_mul(units[position].1)
             .and_then(|seconds| total.checked_add(seconds))
@@ -295,19 +298,30 @@ impl FieldParser<'_> {
             None => (item, None),
         };
 
+        // An empty piece (as in `1-`) reports the whole item instead.
+        let parse_piece = |piece: &str| {
+            self.parse_value(piece, limits).map_err(|error| {
+                if piece.is_empty() {
+                    self.invalid_value(limits, item)
+                } else {
+                    error
+                }
+            })
+        };
+
         let (start, end) = if range == "*" {
             (limits.min, limits.open_end)
         } else if let Some((start, end)) = range.split_once('-') {
-            let start = self.parse_value(start, limits)?;
+            let start = parse_piece(start)?;
             let end = if limits.field == CronField::DayOfWeek && end.eq_ignore_ascii_case("sun") {
                 // `fri-sun` ends on the Sunday that closes the week.
                 7
             } else {
-                self.parse_value(end, limits)?
+                parse_piece(end)?
             };
             (start, end)
         } else {
-            let value = self.parse_value(range, limits)?;
+            let value = parse_piece(range)?;
             let end = if step.is_some() {
                 limits.open_end.max(value)
             } else {
@@ -335,7 +349,12 @@ impl FieldParser<'_> {
     fn reversed_range(&self, item: &str, limits: &FieldLimits) -> ScheduleError {
         let range = item.split('/').next().unwrap_or(item);
         let (start, end) = range.split_once('-').unwrap_or((range, range));
-        let suggestion = format!("{start}-{},{}-{end}", limits.open_end, limits.min);
+        let named = start.starts_with(|c: char| c.is_ascii_alphabetic());
+        let (first, last) = match (named, limits.names.first(), limits.names.last()) {
+            (true, Some(first), Some(last)) => (first.to_string(), last.to_string()),
+            _ => (limits.min.to_string(), limits.open_end.to_string()),
+        };
+        let suggestion = format!("{start}-{last},{first}-{end}");
         ErrorKind::ReversedRange {
             field: limits.field,
             value: item.to_owned(),
