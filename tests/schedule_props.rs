@@ -339,8 +339,8 @@ fn instant() -> impl Strategy<Value = i64> {
     0..4_102_444_800i64
 }
 
-/// A zone and an instant, half of the time within three hours of one of the
-/// zone's daylight saving changes.
+/// Generates a zone and an instant, half of the time within three hours of
+/// one of the zone's daylight saving changes.
 fn zone_and_instant() -> impl Strategy<Value = (&'static str, i64)> {
     prop_oneof![
         (prop::sample::select(ZONES), instant()),

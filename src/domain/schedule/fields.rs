@@ -88,9 +88,9 @@ fn weekday_of(day: u32, first_weekday: u32) -> u32 {
     (first_weekday + day - 1) % 7
 }
 
-/// Returns the weekday nearest to `day`, never leaving the month: a Saturday
-/// moves to Friday unless it is the 1st (then Monday the 3rd), and a Sunday
-/// moves to Monday unless it is the last day (then Friday, two days before).
+/// Returns the weekday nearest to `day` without leaving the month. A Saturday
+/// moves to Friday, but a Saturday 1st moves to Monday the 3rd. A Sunday moves
+/// to Monday, but a Sunday that ends the month moves to the Friday before.
 fn nearest_weekday(day: u32, length: u32, first_weekday: u32) -> u32 {
     match weekday_of(day, first_weekday) {
         6 if day == 1 => 3,
@@ -107,14 +107,18 @@ impl DayOfMonthRule {
         if self.last {
             mask |= 1 << length;
         }
-        for offset in 1..length.min(31) {
-            if self.before_last & (1 << offset) != 0 {
-                mask |= 1 << (length - offset);
+        if self.before_last != 0 {
+            for offset in 1..length {
+                if self.before_last & (1 << offset) != 0 {
+                    mask |= 1 << (length - offset);
+                }
             }
         }
-        for day in 1..=length {
-            if self.nearest_weekday & (1 << day) != 0 {
-                mask |= 1 << nearest_weekday(day, length, first_weekday);
+        if self.nearest_weekday != 0 {
+            for day in 1..=length {
+                if self.nearest_weekday & (1 << day) != 0 {
+                    mask |= 1 << nearest_weekday(day, length, first_weekday);
+                }
             }
         }
         if self.last_weekday {
@@ -234,11 +238,18 @@ impl CronFields {
         NaiveTime::from_hms_opt(later_hour, first_minute, first_second)
     }
 
-    /// Returns the years to scan from `start_year`, in ascending order.
-    fn candidate_years(&self, start_year: i32) -> Vec<i32> {
+    /// Returns the last year to scan from `start_year`.
+    fn last_year(&self, start_year: i32) -> i32 {
+        match self.years.as_deref().and_then(<[i32]>::last) {
+            Some(&last) => last,
+            None => start_year.saturating_add(SEARCH_YEARS - 1),
+        }
+    }
+
+    fn allows_year(&self, year: i32) -> bool {
         match &self.years {
-            Some(years) => years.iter().copied().filter(|&y| y >= start_year).collect(),
-            None => (start_year..start_year.saturating_add(SEARCH_YEARS)).collect(),
+            Some(years) => years.binary_search(&year).is_ok(),
+            None => true,
         }
     }
 
@@ -246,9 +257,10 @@ impl CronFields {
     pub(super) fn next_match(&self, from: NaiveDateTime) -> CalendarMatch {
         let start_date = from.date();
         let start_year = start_date.year();
-        let years = self.candidate_years(start_year);
-
-        for year in years {
+        for year in start_year..=self.last_year(start_year) {
+            if !self.allows_year(year) {
+                continue;
+            }
             let first_month = if year == start_year {
                 start_date.month()
             } else {

@@ -1,11 +1,14 @@
 //! Cron schedules: parsing and evaluation of fire times in a time zone.
 //!
-//! The dialect: 5 fields (minute hour day-of-month month day-of-week), 6
-//! (second first) or 7 (second first, year last); lists, ranges and steps;
-//! month and weekday names in any case; weekdays 0-7 with 0 and 7 Sunday;
-//! `?`, `L`, `L-N`, `NW`, `LW` in day-of-month; `NL` and `N#M` in
-//! day-of-week; the macros `@yearly`, `@annually`, `@monthly`, `@weekly`,
-//! `@daily`, `@midnight`, `@hourly` and `@every <duration>`.
+//! The dialect:
+//! - 5 fields (minute hour day-of-month month day-of-week), 6 (second first)
+//!   or 7 (second first, year 1970-2099 last);
+//! - lists, ranges and steps, with month and weekday names in any case;
+//! - weekdays 0-7, where 0 and 7 are Sunday and 1 is Monday;
+//! - `?`, `L`, `L-N`, `NW` and `LW` in day-of-month, `?`, `NL` and `N#M` in
+//!   day-of-week;
+//! - the macros `@yearly`, `@annually`, `@monthly`, `@weekly`, `@daily`,
+//!   `@midnight`, `@hourly` and `@every <duration>` (units d, h, m, s).
 //!
 //! Day matching follows Vixie cron: when both day fields are restricted, a
 //! day matches if either field matches. A field counts as unrestricted only
@@ -97,9 +100,9 @@ impl Schedule {
     /// Returns the first fire instant strictly after `after`, in whole seconds.
     ///
     /// Returns `Ok(None)` only when the schedule has no fire left because its
-    /// year field lies before `after`. Returns an error when the search leaves
-    /// chrono's date range or, for a rule that should match, finds nothing
-    /// within 400 years; the search never runs longer than that.
+    /// year field lies before `after`. The search scans at most 400 years, or
+    /// up to the last year of the year field. It returns an error when it
+    /// leaves chrono's date range or finds nothing within that span.
     pub fn next_after(&self, after: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ScheduleError> {
         let timestamp = match &self.rule {
             Rule::Every { anchor, interval } => {

@@ -7,7 +7,7 @@ use super::fields::{CronFields, DayOfMonthRule, DayOfWeekRule, YEAR_MAX, YEAR_MI
 /// is indistinguishable from one that never fires.
 const MAX_INTERVAL_SECONDS: u64 = 36_500 * 86_400;
 
-/// What an expression describes once parsed.
+/// A parsed expression: cron fields or an `@every` interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Parsed {
     Cron(CronFields),
