@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use delicate::cli::cron::{CronPreviewArgs, run_preview};
 use delicate::executor::node::{ExecutorNode, ExecutorSettings};
 use delicate::node::scheduler::{SchedulerConfig, SchedulerNode};
 use delicate::node::standalone;
@@ -26,6 +27,15 @@ enum Command {
     Scheduler(SchedulerArgs),
     /// Run an executor node that joins a scheduler and runs its instances.
     Executor(ExecutorArgs),
+    /// Work with cron expressions, locally.
+    #[command(subcommand)]
+    Cron(CronCommand),
+}
+
+#[derive(Subcommand)]
+enum CronCommand {
+    /// Print the next fire times of a cron expression, in UTC.
+    Preview(CronPreviewArgs),
 }
 
 #[derive(Args)]
@@ -63,6 +73,9 @@ struct ExecutorArgs {
 fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
+    if let Command::Cron(CronCommand::Preview(args)) = &cli.command {
+        return run_preview(args);
+    }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -76,6 +89,7 @@ fn main() -> ExitCode {
             Command::Standalone(args) => run_standalone(args).await,
             Command::Scheduler(args) => run_scheduler(args).await,
             Command::Executor(args) => run_executor(args).await,
+            Command::Cron(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

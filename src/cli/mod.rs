@@ -1,0 +1,3 @@
+//! Command-line subcommands of the `delicate` binary.
+
+pub mod cron;
