@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use delicate::domain::lifecycle::{Outcome, RunEnd};
 use delicate::executor::node::{
-    ExecutorHandle, ExecutorNode, ExecutorSettings, RESTART_REASON, SHUTDOWN_REASON,
+    ExecutorHandle, ExecutorNode, ExecutorSettings, RESTART_REASON, SHUTDOWN_REASON, SHUTTING_DOWN,
 };
 use delicate::executor::outbox::{Outbox, RunRecord};
 use delicate::executor::process::process_start_time;
@@ -406,6 +406,19 @@ async fn shutdown_reports_running_run_as_interrupted() {
     let outcome = outcome_of(finished);
     assert_eq!(outcome.end, RunEnd::Interrupted);
     assert_eq!(outcome.reason.as_deref(), Some(SHUTDOWN_REASON));
+
+    // The node still waits for acknowledgements, and takes no new runs.
+    conn.send(Message::Run(run_request(13, "true"))).await;
+    match conn.next().await {
+        Message::RunRejected {
+            instance_id,
+            reason,
+        } => {
+            assert_eq!(instance_id, 13);
+            assert_eq!(reason, SHUTTING_DOWN);
+        }
+        other => panic!("expected RunRejected, got {other:?}"),
+    }
     for event in &events {
         conn.send(Message::Ack {
             event_seq: event.seq,
@@ -535,19 +548,42 @@ async fn garbage_frame_closes_connection_and_node_recovers() {
     node.shutdown().await.unwrap();
 }
 
+/// Destination connection id of a QUIC long-header packet (RFC 9000,
+/// section 17.2: flags, 4 bytes of version, DCID length, DCID).
+fn destination_connection_id(datagram: &[u8]) -> Option<Vec<u8>> {
+    if datagram.len() < 6 || datagram[0] & 0x80 == 0 {
+        return None;
+    }
+    let len = usize::from(datagram[5]);
+    datagram.get(6..6 + len).map(<[u8]>::to_vec)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_joins_when_scheduler_starts_later() {
+async fn node_retries_until_scheduler_starts() {
     let dir = tempfile::tempdir().unwrap();
     let placeholder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = placeholder.local_addr().unwrap();
     let node = start_node(&dir, addr).await;
 
-    // A datagram on the placeholder proves that the node tries to connect
-    // while no scheduler listens.
+    // The placeholder never answers. A datagram with a new connection id
+    // proves that the node gave up its first attempt and tried again.
     let mut buffer = vec![0u8; 2048];
-    within("a connection attempt", placeholder.recv(&mut buffer))
-        .await
-        .unwrap();
+    let mut first_attempt = None;
+    let retried = within("a second connection attempt", async {
+        loop {
+            let len = placeholder.recv(&mut buffer).await.unwrap();
+            let Some(id) = destination_connection_id(&buffer[..len]) else {
+                continue;
+            };
+            match &first_attempt {
+                None => first_attempt = Some(id),
+                Some(first) if *first != id => return true,
+                Some(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(retried);
     drop(placeholder);
 
     let peer = Peer::bind(addr);

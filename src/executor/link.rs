@@ -273,20 +273,27 @@ impl Link {
             heartbeat_interval: heartbeat_interval(welcome.heartbeat_interval_ms),
         });
 
+        let mut writer_done = false;
         let end = if self.events.send(joined).await.is_err() {
             SessionEnd::NodeGone
         } else {
             tokio::select! {
                 end = read_session(&mut reader, session, &self.events) => end,
-                written = &mut writer_task => match written {
-                    Ok(Ok(())) => SessionEnd::Dropped,
-                    Ok(Err(error)) => SessionEnd::WriteFailed(error),
-                    Err(error) => SessionEnd::WriteFailed(error.to_string()),
-                },
+                written = &mut writer_task => {
+                    writer_done = true;
+                    match written {
+                        Ok(Ok(())) => SessionEnd::Dropped,
+                        Ok(Err(error)) => SessionEnd::WriteFailed(error),
+                        Err(error) => SessionEnd::WriteFailed(error.to_string()),
+                    }
+                }
             }
         };
-        writer_task.abort();
-        let _ = writer_task.await;
+        if !writer_done {
+            writer_task.abort();
+            // The task was aborted, so its result says nothing.
+            let _ = writer_task.await;
+        }
 
         let node_alive = !matches!(end, SessionEnd::NodeGone);
         close_session(&connection, end);
