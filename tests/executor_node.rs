@@ -1,5 +1,5 @@
 //! The executor node against a test scheduler: a quinn server on 127.0.0.1
-//! that answers the join and drives the node with `Run`, `Kill` and `Ack`.
+//! that accepts the join and drives the node with `Run`, `Kill` and `Ack`.
 //!
 //! Set `DELICATE_TEST_LOG=debug` to see the node's logs.
 
@@ -67,7 +67,8 @@ impl Peer {
         self.endpoint.local_addr().unwrap()
     }
 
-    /// Accepts the executor's connection and stream, without answering.
+    /// Accepts the executor's connection and stream and reads its Hello, but
+    /// sends nothing.
     async fn accept_stream(&self) -> (quinn::Connection, quinn::SendStream, FrameReader, Message) {
         let incoming = within("a connection", self.endpoint.accept())
             .await
@@ -79,7 +80,7 @@ impl Peer {
         (connection, send, reader, hello)
     }
 
-    /// Accepts a join and answers `Welcome` with 100 ms heartbeats.
+    /// Accepts a join and replies `Welcome` with 100 ms heartbeats.
     async fn accept(&self) -> Conn {
         let (connection, send, reader, hello) = self.accept_stream().await;
         let mut conn = Conn {

@@ -25,8 +25,8 @@ use crate::net::link::{FrameReader, FrameWriter, LinkError, OUTGOING_QUEUE};
 use crate::net::messages::{Hello, Message, PROTOCOL_VERSION, Welcome};
 use crate::net::tls::SERVER_NAME;
 
-/// Limit on the QUIC handshake. Without it a scheduler that does not answer
-/// holds an attempt until the 15 s idle timeout.
+/// Limit on the QUIC handshake. Without it a scheduler that does not respond
+/// keeps an attempt waiting until the 15 s idle timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit on the wait for `Welcome` or `JoinRejected` after `Hello`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +43,7 @@ const HEARTBEAT_MIN: Duration = Duration::from_millis(50);
 const HEARTBEAT_MAX: Duration = Duration::from_secs(60);
 const HEARTBEAT_DEFAULT: Duration = Duration::from_secs(1);
 
-/// What the link reports to the node.
+/// Report from the link task to the node task.
 pub(crate) enum LinkEvent {
     Joined(Session),
     /// A `Run`, `Kill` or `Ack` from the scheduler.
@@ -56,7 +56,7 @@ pub(crate) enum LinkEvent {
     },
 }
 
-/// A joined connection, as the node sees it.
+/// A joined connection, as handed to the node task.
 pub(crate) struct Session {
     pub id: u64,
     /// Replies and heartbeats; the writer sends them ahead of outbox events.
@@ -183,7 +183,7 @@ struct Joined {
     welcome: Welcome,
 }
 
-/// Why a session ended.
+/// Cause of the end of a session.
 enum SessionEnd {
     Protocol(String),
     Rejected(String),
@@ -291,7 +291,7 @@ impl Link {
         };
         if !writer_done {
             writer_task.abort();
-            // The task was aborted, so its result says nothing.
+            // The task was aborted, so its result carries no information.
             let _ = writer_task.await;
         }
 

@@ -2,10 +2,10 @@
 //! sent, and reports their events through the outbox until the scheduler
 //! acknowledges them.
 //!
-//! [`ExecutorNode::start`] opens the store, settles runs left by a previous
-//! life of the executor, and spawns two tasks: the link (see [`super::link`]),
-//! which owns the connection, and the node task, which owns everything else
-//! (the outbox writes, the running runs, heartbeats). All outbox writes
+//! [`ExecutorNode::start`] opens the store and settles runs left by a
+//! previous life of the executor. It then spawns two tasks. The link (see
+//! [`super::link`]) owns the connection. The node task owns everything else:
+//! the outbox writes, the running runs and the heartbeats. All outbox writes
 //! happen on the node task, so seqs are allocated in order.
 //!
 //! Write path of an event: the runner sends a [`RunEvent`], the node task
@@ -63,8 +63,8 @@ const RUN_EVENT_QUEUE: usize = 256;
 /// Per-run queue between the runner and its forwarding task.
 const RUN_FORWARD_QUEUE: usize = 16;
 /// Queue of messages from the link. A `Run` frame may be up to 2 MiB (its
-/// stdin), so the depth bounds the scheduler input held in memory to about
-/// 128 MiB; beyond it QUIC flow control holds the scheduler back.
+/// stdin), so the depth bounds the scheduler input kept in memory to about
+/// 128 MiB. Beyond it, QUIC flow control slows the scheduler down.
 const LINK_EVENT_QUEUE: usize = 64;
 /// Instance ids of finished runs remembered, so a repeated `Run` for one of
 /// them is accepted again instead of running the command a second time.
@@ -82,7 +82,7 @@ pub struct ExecutorSettings {
     /// Only 0 (no authentication) is implemented.
     pub security_level: u8,
     /// Maximum bytes kept per output stream, at most [`MAX_OUTPUT_CAP`].
-    /// A request asks for its own cap, limited to this one.
+    /// A request may set a lower cap for its run.
     pub output_cap: usize,
 }
 
@@ -451,8 +451,8 @@ impl Node {
         served.and(stopped).and(link_finished).and(closed)
     }
 
-    /// The shutdown steps before the connection closes: reject new runs, kill
-    /// the running ones, flush, and wait a while for acknowledgements.
+    /// Runs the shutdown steps before the connection closes: reject new runs,
+    /// kill the running ones, flush, and wait a while for acknowledgements.
     async fn stop(&mut self, store_healthy: bool) -> Result<(), ExecutorError> {
         info!(running = self.runs.len(), "executor shutting down");
         self.shutting_down = true;
