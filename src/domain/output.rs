@@ -73,7 +73,7 @@ impl OutputCap {
         self.written = end;
 
         // Every byte at or past `cap / 2` may end up among the last `cap / 2`
-        // bytes of the stream, so the ring sees all of them.
+        // bytes of the stream, so all of them go into the ring.
         if end > self.half {
             let skip = self.half.saturating_sub(start) as usize;
             self.ring.push(&bytes[skip..]);
@@ -120,7 +120,8 @@ impl OutputCap {
     }
 }
 
-/// The marker stored in place of the bytes cut from a stream.
+/// Builds the marker stored in place of the bytes cut from a stream, such as
+/// `\n[delicate: 4718592 bytes cut]\n`.
 pub fn cut_marker(cut: u64) -> Vec<u8> {
     format!("\n[delicate: {cut} bytes cut]\n").into_bytes()
 }

@@ -58,7 +58,7 @@ pub const DRAIN_PERIOD: Duration = Duration::from_secs(2);
 /// default Linux pipe buffer size.
 const READ_BUFFER_SIZE: usize = 64 * 1024;
 
-/// What to run for one task instance.
+/// Command, environment and limits of one task instance's run.
 #[derive(Clone)]
 pub struct RunSpec {
     pub instance_id: u64,
@@ -119,8 +119,9 @@ pub enum OutputStream {
     Stderr,
 }
 
-/// Progress of a run. `Finished` is always the last event and is sent
-/// exactly once. Per stream, `Tail` follows the last `Output`.
+/// Progress of a run. `Finished` is the last event and is sent exactly once,
+/// unless the tokio runtime shuts down first. Per stream, `Tail` follows the
+/// last `Output`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunEvent {
     Started {
@@ -137,7 +138,7 @@ pub enum RunEvent {
         offset: u64,
         bytes: Vec<u8>,
     },
-    /// Sent when a stream grew past its cap; apply with
+    /// Sent when a stream grew past its cap. The receiver applies it with
     /// [`crate::domain::output::apply_tail`].
     Tail {
         stream: OutputStream,
@@ -146,7 +147,7 @@ pub enum RunEvent {
     Finished(RunOutcome),
 }
 
-/// How a run ended.
+/// Kind of end of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunEnd {
     /// The main process exited by itself, with an exit code or a signal.
@@ -182,7 +183,8 @@ pub struct RunActor {
 
 /// Request to end the run: SIGTERM to the process group, then SIGKILL after
 /// the kill grace period. Repeating it has no further effect, and on a run
-/// that is already timing out the end stays `TimedOut`.
+/// that is already timing out the end stays `TimedOut`. Once the run has
+/// finished the actor is stopped, so sending this fails harmlessly.
 #[derive(Clone, Copy, Debug)]
 pub struct KillRun;
 
@@ -388,7 +390,7 @@ async fn supervise(
         .stdin
         .clone()
         .zip(child.stdin.take())
-        .map(|(bytes, stdin)| tokio::spawn(write_stdin(stdin, bytes)));
+        .map(|(bytes, stdin)| tokio::spawn(write_stdin(stdin, bytes).in_current_span()));
 
     let (status, termination) = wait_for_exit(&mut child, pid, spec, kill_requested).await;
     if termination.is_some() {
@@ -412,7 +414,7 @@ async fn supervise(
     }
 }
 
-/// Why and how the runner ended a child.
+/// Cause of an end that the runner forced, and whether it needed SIGKILL.
 #[derive(Clone, Copy, Debug)]
 struct Termination {
     /// `TimedOut` or `Killed`.
@@ -451,7 +453,7 @@ async fn wait_for_exit(
                 }
             }
             _ = sleep_until(escalate_at) => {
-                warn!(pgid, grace = ?spec.kill_grace, "process group outlived SIGTERM, sending SIGKILL");
+                warn!(pgid, grace = ?spec.kill_grace, "main process still running after the kill grace period, sending SIGKILL to the group");
                 signal_group(pgid, libc::SIGKILL);
                 escalate_at = None;
                 if let Some(termination) = &mut termination {
@@ -505,7 +507,7 @@ async fn write_stdin(mut stdin: ChildStdin, bytes: Vec<u8>) {
     if let Err(error) = stdin.write_all(&bytes).await {
         debug!(%error, "stdin not fully written");
     }
-    // Dropping `stdin` closes the pipe, so the child sees EOF.
+    // Dropping `stdin` closes the pipe, so the child reads EOF.
 }
 
 fn spawn_reader<R>(
@@ -528,8 +530,8 @@ where
     pipe.map(|pipe| tokio::spawn(reader.run(pipe, stop).in_current_span()))
 }
 
-/// Waits for both readers to reach EOF, for at most [`DRAIN_PERIOD`], then
-/// tells them to stop once the pipes are empty.
+/// Waits for both readers to reach EOF, for at most [`DRAIN_PERIOD`]. After
+/// that the readers take only the bytes already in the pipes, then stop.
 async fn drain_readers(readers: [Option<JoinHandle<()>>; 2], stop_reading: watch::Sender<bool>) {
     let mut joined = pin!(async {
         for reader in readers.into_iter().flatten() {
@@ -558,7 +560,7 @@ struct OutputReader {
     stream: OutputStream,
     state: OutputCap,
     events: mpsc::Sender<RunEvent>,
-    /// False once the events receiver is dropped; later output is discarded.
+    /// False once the events receiver is dropped, after which output is discarded.
     receiver_open: bool,
 }
 
@@ -808,7 +810,13 @@ pub fn kill_leftover_group(pgid: u32, expected_start_time: u64) -> bool {
         return false;
     };
     if leader.pgrp != pgid || leader.start_time != expected_start_time {
-        debug!(pgid, state = %char::from(leader.state), "process group leader does not match the record");
+        debug!(
+            pgid,
+            expected_start_time,
+            start_time = leader.start_time,
+            state = %char::from(leader.state),
+            "process group leader does not match the record, leaving it alone"
+        );
         return false;
     }
 

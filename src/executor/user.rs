@@ -5,7 +5,8 @@ use std::ffi::{CStr, CString, OsStr, OsString, c_char};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 
-/// Largest buffer offered to `getpwnam_r`, which asks for more with `ERANGE`.
+/// Largest buffer offered to `getpw*_r`, which return `ERANGE` when the buffer
+/// is too small.
 const MAX_PASSWD_BUFFER: usize = 1 << 20;
 
 /// Largest supplementary group list accepted from `getgrouplist`.
@@ -73,7 +74,7 @@ pub(crate) fn effective_user_name() -> Option<String> {
     Some(entry.name)
 }
 
-/// Whether this process runs with an effective uid of 0.
+/// Returns whether this process runs with an effective uid of 0.
 pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
