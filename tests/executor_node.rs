@@ -595,3 +595,79 @@ async fn node_retries_until_scheduler_starts() {
 
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_join_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start();
+    let node = start_node(&dir, peer.addr()).await;
+
+    let rejected = Message::JoinRejected {
+        reason: "unknown processor worker-1".into(),
+    };
+    let other_version = Message::Welcome(Welcome {
+        protocol_version: PROTOCOL_VERSION + 1,
+        ..welcome()
+    });
+    let cases = [
+        (rejected, close_code::NORMAL),
+        (other_version, close_code::VERSION_MISMATCH),
+    ];
+    for (answer, expected_code) in cases {
+        let (connection, send, _reader, _hello) = peer.accept_stream().await;
+        let mut writer = FrameWriter::new(send);
+        writer.send(&answer).await.unwrap();
+        let closed = within("the close", connection.closed()).await;
+        match closed {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.error_code, expected_code.into());
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        }
+    }
+
+    let mut conn = peer.accept().await;
+    conn.send(Message::Run(run_request(41, "true"))).await;
+    conn.expect_accepted(41).await;
+
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_past_cap_ends_with_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start();
+    let node = start_node(&dir, peer.addr()).await;
+    let mut conn = peer.accept().await;
+
+    let mut request = run_request(51, "head -c 1000 /dev/zero");
+    request.output_cap = 100;
+    conn.send(Message::Run(request)).await;
+    conn.expect_accepted(51).await;
+    let events = conn.events_until_finished(51).await;
+
+    let live: usize = events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::Output { bytes, .. } => Some(bytes.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(live, 100);
+    let tails: Vec<_> = events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::Tail {
+                stream,
+                keep,
+                cut,
+                bytes,
+            } => Some((*stream, *keep, *cut, bytes.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tails, vec![(Stream::Stdout, 50, 900, 50)]);
+    assert_eq!(outcome_of(events.last().unwrap()).exit_code, Some(0));
+
+    node.shutdown().await.unwrap();
+}
