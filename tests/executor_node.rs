@@ -549,7 +549,7 @@ async fn garbage_frame_closes_connection_and_node_recovers() {
     node.shutdown().await.unwrap();
 }
 
-/// Destination connection id of a QUIC long-header packet (RFC 9000,
+/// Returns the destination connection id of a QUIC long-header packet (RFC 9000,
 /// section 17.2: flags, 4 bytes of version, DCID length, DCID).
 fn destination_connection_id(datagram: &[u8]) -> Option<Vec<u8>> {
     if datagram.len() < 6 || datagram[0] & 0x80 == 0 {
@@ -566,7 +566,7 @@ async fn node_retries_until_scheduler_starts() {
     let addr = placeholder.local_addr().unwrap();
     let node = start_node(&dir, addr).await;
 
-    // The placeholder never answers. A datagram with a new connection id
+    // The placeholder never responds. A datagram with a new connection id
     // proves that the node gave up its first attempt and tried again.
     let mut buffer = vec![0u8; 2048];
     let mut first_attempt = None;

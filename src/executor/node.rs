@@ -429,7 +429,7 @@ impl Node {
 
         let served = self.drive(Until::ShutdownRequested(shutdown)).await;
         if let Err(error) = &served {
-            error!(%error, "executor stopping after a storage failure");
+            error!(%error, "executor stopping after a failure");
         }
         let stopped = self.stop(served.is_ok()).await;
 
@@ -453,7 +453,10 @@ impl Node {
 
     /// Runs the shutdown steps before the connection closes: reject new runs,
     /// kill the running ones, flush, and wait a while for acknowledgements.
-    async fn stop(&mut self, store_healthy: bool) -> Result<(), ExecutorError> {
+    /// After a failure (`orderly` false) it only sends the kills, because the
+    /// outcomes could not be stored, and the run records settle them on the
+    /// next start.
+    async fn stop(&mut self, orderly: bool) -> Result<(), ExecutorError> {
         info!(running = self.runs.len(), "executor shutting down");
         self.shutting_down = true;
         for (instance_id, run) in &mut self.runs {
@@ -462,7 +465,7 @@ impl Node {
                 debug!(instance.id = instance_id, "run already ending");
             }
         }
-        if !store_healthy {
+        if !orderly {
             return Ok(());
         }
 
@@ -554,7 +557,12 @@ impl Node {
                 Some((instance_id, event)) = self.run_events.recv() => {
                     self.on_run_event(instance_id, event)?;
                 }
-                Some(event) = self.link_events.recv() => self.on_link_event(event).await?,
+                event = self.link_events.recv() => match event {
+                    Some(event) => self.on_link_event(event).await?,
+                    // The link task sends until the node stops it, so it
+                    // has panicked.
+                    None => return Err(ExecutorError::Task("the scheduler link task ended".into())),
+                },
                 Some(flushed) = self.flushed.recv() => self.on_flushed(flushed),
                 _ = tick(&mut self.heartbeat) => self.send_heartbeat(),
             }
