@@ -4,7 +4,7 @@
 //!
 //! [`ExecutorNode::start`] opens the store and settles runs left by a
 //! previous life of the executor. It then spawns two tasks. The link (see
-//! [`super::link`]) owns the connection. The node task owns everything else:
+//! `executor::link`) owns the connection. The node task owns everything else:
 //! the outbox writes, the running runs and the heartbeats. All outbox writes
 //! happen on the node task, so seqs are allocated in order.
 //!
