@@ -341,6 +341,13 @@ async fn kill_ends_run_as_killed() {
     conn.expect_accepted(3).await;
     let started = conn.next_event().await;
     assert!(matches!(started.kind, EventKind::Started { .. }));
+    loop {
+        if let Message::Heartbeat(heartbeat) = conn.next_any().await
+            && heartbeat.running_instances == 1
+        {
+            break;
+        }
+    }
     conn.send(Message::Kill { instance_id: 3 }).await;
     let events = conn.events_until_finished(3).await;
 
