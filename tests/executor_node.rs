@@ -1,5 +1,5 @@
 //! The executor node against a test scheduler: a quinn server on 127.0.0.1
-//! that answers the join and drives the node with `Run`, `Kill` and `Ack`.
+//! that accepts the join and drives the node with `Run`, `Kill` and `Ack`.
 //!
 //! Set `DELICATE_TEST_LOG=debug` to see the node's logs.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use delicate::domain::lifecycle::{Outcome, RunEnd};
 use delicate::executor::node::{
-    ExecutorHandle, ExecutorNode, ExecutorSettings, RESTART_REASON, SHUTDOWN_REASON,
+    ExecutorHandle, ExecutorNode, ExecutorSettings, RESTART_REASON, SHUTDOWN_REASON, SHUTTING_DOWN,
 };
 use delicate::executor::outbox::{Outbox, RunRecord};
 use delicate::executor::process::process_start_time;
@@ -67,7 +67,8 @@ impl Peer {
         self.endpoint.local_addr().unwrap()
     }
 
-    /// Accepts the executor's connection and stream, without answering.
+    /// Accepts the executor's connection and stream and reads its Hello, but
+    /// sends nothing.
     async fn accept_stream(&self) -> (quinn::Connection, quinn::SendStream, FrameReader, Message) {
         let incoming = within("a connection", self.endpoint.accept())
             .await
@@ -79,7 +80,7 @@ impl Peer {
         (connection, send, reader, hello)
     }
 
-    /// Accepts a join and answers `Welcome` with 100 ms heartbeats.
+    /// Accepts a join and replies `Welcome` with 100 ms heartbeats.
     async fn accept(&self) -> Conn {
         let (connection, send, reader, hello) = self.accept_stream().await;
         let mut conn = Conn {
@@ -340,6 +341,13 @@ async fn kill_ends_run_as_killed() {
     conn.expect_accepted(3).await;
     let started = conn.next_event().await;
     assert!(matches!(started.kind, EventKind::Started { .. }));
+    loop {
+        if let Message::Heartbeat(heartbeat) = conn.next_any().await
+            && heartbeat.running_instances == 1
+        {
+            break;
+        }
+    }
     conn.send(Message::Kill { instance_id: 3 }).await;
     let events = conn.events_until_finished(3).await;
 
@@ -406,6 +414,19 @@ async fn shutdown_reports_running_run_as_interrupted() {
     let outcome = outcome_of(finished);
     assert_eq!(outcome.end, RunEnd::Interrupted);
     assert_eq!(outcome.reason.as_deref(), Some(SHUTDOWN_REASON));
+
+    // The node still waits for acknowledgements, and takes no new runs.
+    conn.send(Message::Run(run_request(13, "true"))).await;
+    match conn.next().await {
+        Message::RunRejected {
+            instance_id,
+            reason,
+        } => {
+            assert_eq!(instance_id, 13);
+            assert_eq!(reason, SHUTTING_DOWN);
+        }
+        other => panic!("expected RunRejected, got {other:?}"),
+    }
     for event in &events {
         conn.send(Message::Ack {
             event_seq: event.seq,
@@ -535,19 +556,42 @@ async fn garbage_frame_closes_connection_and_node_recovers() {
     node.shutdown().await.unwrap();
 }
 
+/// Returns the destination connection id of a QUIC long-header packet (RFC 9000,
+/// section 17.2: flags, 4 bytes of version, DCID length, DCID).
+fn destination_connection_id(datagram: &[u8]) -> Option<Vec<u8>> {
+    if datagram.len() < 6 || datagram[0] & 0x80 == 0 {
+        return None;
+    }
+    let len = usize::from(datagram[5]);
+    datagram.get(6..6 + len).map(<[u8]>::to_vec)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_joins_when_scheduler_starts_later() {
+async fn node_retries_until_scheduler_starts() {
     let dir = tempfile::tempdir().unwrap();
     let placeholder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = placeholder.local_addr().unwrap();
     let node = start_node(&dir, addr).await;
 
-    // A datagram on the placeholder proves that the node tries to connect
-    // while no scheduler listens.
+    // The placeholder never responds. A datagram with a new connection id
+    // proves that the node gave up its first attempt and tried again.
     let mut buffer = vec![0u8; 2048];
-    within("a connection attempt", placeholder.recv(&mut buffer))
-        .await
-        .unwrap();
+    let mut first_attempt = None;
+    let retried = within("a second connection attempt", async {
+        loop {
+            let len = placeholder.recv(&mut buffer).await.unwrap();
+            let Some(id) = destination_connection_id(&buffer[..len]) else {
+                continue;
+            };
+            match &first_attempt {
+                None => first_attempt = Some(id),
+                Some(first) if *first != id => return true,
+                Some(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(retried);
     drop(placeholder);
 
     let peer = Peer::bind(addr);
@@ -555,6 +599,82 @@ async fn node_joins_when_scheduler_starts_later() {
     assert!(matches!(conn.hello, Message::Hello(_)));
     conn.send(Message::Run(run_request(31, "true"))).await;
     conn.expect_accepted(31).await;
+
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_join_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start();
+    let node = start_node(&dir, peer.addr()).await;
+
+    let rejected = Message::JoinRejected {
+        reason: "unknown processor worker-1".into(),
+    };
+    let other_version = Message::Welcome(Welcome {
+        protocol_version: PROTOCOL_VERSION + 1,
+        ..welcome()
+    });
+    let cases = [
+        (rejected, close_code::NORMAL),
+        (other_version, close_code::VERSION_MISMATCH),
+    ];
+    for (answer, expected_code) in cases {
+        let (connection, send, _reader, _hello) = peer.accept_stream().await;
+        let mut writer = FrameWriter::new(send);
+        writer.send(&answer).await.unwrap();
+        let closed = within("the close", connection.closed()).await;
+        match closed {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.error_code, expected_code.into());
+            }
+            other => panic!("expected an application close, got {other:?}"),
+        }
+    }
+
+    let mut conn = peer.accept().await;
+    conn.send(Message::Run(run_request(41, "true"))).await;
+    conn.expect_accepted(41).await;
+
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_past_cap_ends_with_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = Peer::start();
+    let node = start_node(&dir, peer.addr()).await;
+    let mut conn = peer.accept().await;
+
+    let mut request = run_request(51, "head -c 1000 /dev/zero");
+    request.output_cap = 100;
+    conn.send(Message::Run(request)).await;
+    conn.expect_accepted(51).await;
+    let events = conn.events_until_finished(51).await;
+
+    let live: usize = events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::Output { bytes, .. } => Some(bytes.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(live, 100);
+    let tails: Vec<_> = events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::Tail {
+                stream,
+                keep,
+                cut,
+                bytes,
+            } => Some((*stream, *keep, *cut, bytes.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tails, vec![(Stream::Stdout, 50, 900, 50)]);
+    assert_eq!(outcome_of(events.last().unwrap()).exit_code, Some(0));
 
     node.shutdown().await.unwrap();
 }

@@ -25,8 +25,8 @@ use crate::net::link::{FrameReader, FrameWriter, LinkError, OUTGOING_QUEUE};
 use crate::net::messages::{Hello, Message, PROTOCOL_VERSION, Welcome};
 use crate::net::tls::SERVER_NAME;
 
-/// Limit on the QUIC handshake. Without it a scheduler that does not answer
-/// holds an attempt until the 15 s idle timeout.
+/// Limit on the QUIC handshake. Without it a scheduler that does not respond
+/// keeps an attempt waiting until the 15 s idle timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Limit on the wait for `Welcome` or `JoinRejected` after `Hello`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +43,7 @@ const HEARTBEAT_MIN: Duration = Duration::from_millis(50);
 const HEARTBEAT_MAX: Duration = Duration::from_secs(60);
 const HEARTBEAT_DEFAULT: Duration = Duration::from_secs(1);
 
-/// What the link reports to the node.
+/// Report from the link task to the node task.
 pub(crate) enum LinkEvent {
     Joined(Session),
     /// A `Run`, `Kill` or `Ack` from the scheduler.
@@ -56,7 +56,7 @@ pub(crate) enum LinkEvent {
     },
 }
 
-/// A joined connection, as the node sees it.
+/// A joined connection, as handed to the node task.
 pub(crate) struct Session {
     pub id: u64,
     /// Replies and heartbeats; the writer sends them ahead of outbox events.
@@ -183,7 +183,7 @@ struct Joined {
     welcome: Welcome,
 }
 
-/// Why a session ended.
+/// Cause of the end of a session.
 enum SessionEnd {
     Protocol(String),
     Rejected(String),
@@ -273,20 +273,27 @@ impl Link {
             heartbeat_interval: heartbeat_interval(welcome.heartbeat_interval_ms),
         });
 
+        let mut writer_done = false;
         let end = if self.events.send(joined).await.is_err() {
             SessionEnd::NodeGone
         } else {
             tokio::select! {
                 end = read_session(&mut reader, session, &self.events) => end,
-                written = &mut writer_task => match written {
-                    Ok(Ok(())) => SessionEnd::Dropped,
-                    Ok(Err(error)) => SessionEnd::WriteFailed(error),
-                    Err(error) => SessionEnd::WriteFailed(error.to_string()),
-                },
+                written = &mut writer_task => {
+                    writer_done = true;
+                    match written {
+                        Ok(Ok(())) => SessionEnd::Dropped,
+                        Ok(Err(error)) => SessionEnd::WriteFailed(error),
+                        Err(error) => SessionEnd::WriteFailed(error.to_string()),
+                    }
+                }
             }
         };
-        writer_task.abort();
-        let _ = writer_task.await;
+        if !writer_done {
+            writer_task.abort();
+            // The task was aborted, so its result carries no information.
+            let _ = writer_task.await;
+        }
 
         let node_alive = !matches!(end, SessionEnd::NodeGone);
         close_session(&connection, end);

@@ -8,10 +8,10 @@ use crate::net::messages::{EventKind, RunRequest, Stream};
 
 use super::process::{self, OutputStream, RunEvent, RunOutcome, RunSpec};
 
-/// Longest timeout taken from a request, about 100 years. Larger values are
+/// Maximum timeout taken from a request, about 100 years. Larger values are
 /// clamped, because a deadline past the range of the clock would panic.
 const MAX_TIMEOUT_SECS: u64 = 100 * 365 * 24 * 3600;
-/// Longest kill grace period taken from a request, for the same reason.
+/// Maximum kill grace period taken from a request, for the same reason.
 const MAX_KILL_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// Builds the runner's spec. A timeout of 0 means none. The output cap is the
@@ -85,7 +85,7 @@ pub(crate) fn event_kind(event: RunEvent) -> EventKind {
     }
 }
 
-/// The first 80 characters of a command, for debug logs. The command may
+/// Returns the first 80 characters of a command, for debug logs. The command may
 /// embed a secret further on, and the environment is never logged.
 pub(crate) fn command_preview(command: &str) -> String {
     const PREVIEW_CHARS: usize = 80;

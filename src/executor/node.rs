@@ -2,10 +2,10 @@
 //! sent, and reports their events through the outbox until the scheduler
 //! acknowledges them.
 //!
-//! [`ExecutorNode::start`] opens the store, settles runs left by a previous
-//! life of the executor, and spawns two tasks: the link (see [`super::link`]),
-//! which owns the connection, and the node task, which owns everything else
-//! (the outbox writes, the running runs, heartbeats). All outbox writes
+//! [`ExecutorNode::start`] opens the store and settles runs left by a
+//! previous life of the executor. It then spawns two tasks. The link (see
+//! `executor::link`) owns the connection. The node task owns everything else:
+//! the outbox writes, the running runs and the heartbeats. All outbox writes
 //! happen on the node task, so seqs are allocated in order.
 //!
 //! Write path of an event: the runner sends a [`RunEvent`], the node task
@@ -24,7 +24,7 @@ use kameo::actor::ActorRef;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{debug, error, info, info_span, warn};
 
 use super::host::HostSampler;
 use super::link::{Link, LinkEvent, Session, run_link};
@@ -62,8 +62,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const RUN_EVENT_QUEUE: usize = 256;
 /// Per-run queue between the runner and its forwarding task.
 const RUN_FORWARD_QUEUE: usize = 16;
-/// Queue of messages from the link; its depth bounds unread scheduler input.
-const LINK_EVENT_QUEUE: usize = 1024;
+/// Queue of messages from the link. A `Run` frame may be up to 2 MiB (its
+/// stdin), so the depth bounds the scheduler input kept in memory to about
+/// 128 MiB. Beyond it, QUIC flow control slows the scheduler down.
+const LINK_EVENT_QUEUE: usize = 64;
 /// Instance ids of finished runs remembered, so a repeated `Run` for one of
 /// them is accepted again instead of running the command a second time.
 const RECENTLY_FINISHED: usize = 4096;
@@ -80,7 +82,7 @@ pub struct ExecutorSettings {
     /// Only 0 (no authentication) is implemented.
     pub security_level: u8,
     /// Maximum bytes kept per output stream, at most [`MAX_OUTPUT_CAP`].
-    /// A request asks for its own cap, limited to this one.
+    /// A request may set a lower cap for its run.
     pub output_cap: usize,
 }
 
@@ -146,7 +148,7 @@ impl ExecutorNode {
         settings.validate()?;
 
         let data_dir = settings.data_dir.clone();
-        let outbox = tokio::task::spawn_blocking(move || open_and_settle(&data_dir))
+        let (outbox, leftovers) = tokio::task::spawn_blocking(move || open_and_settle(&data_dir))
             .await
             .map_err(|error| ExecutorError::Task(error.to_string()))??;
 
@@ -165,7 +167,10 @@ impl ExecutorNode {
         );
 
         let (shutdown, shutdown_receiver) = watch::channel(false);
-        let node = Node::new(settings, outbox)?;
+        let mut node = Node::new(settings, outbox)?;
+        for instance_id in leftovers {
+            node.recently_finished.insert(instance_id);
+        }
         let task = tokio::spawn(node.run(endpoint, shutdown_receiver));
         Ok(ExecutorHandle {
             shutdown,
@@ -213,8 +218,9 @@ impl ExecutorHandle {
 
 /// Opens the store and settles every run recorded by a previous life of the
 /// executor: its process group is killed and a `Finished` event with
-/// [`RunEnd::Interrupted`] replaces the record. Blocks.
-fn open_and_settle(data_dir: &std::path::Path) -> Result<Outbox, ExecutorError> {
+/// [`RunEnd::Interrupted`] replaces the record. Returns the settled instance
+/// ids. Blocks.
+fn open_and_settle(data_dir: &std::path::Path) -> Result<(Outbox, Vec<u64>), ExecutorError> {
     let outbox = Outbox::open(data_dir)?;
     let leftovers = outbox.run_records()?;
     for (instance_id, record) in &leftovers {
@@ -223,7 +229,8 @@ fn open_and_settle(data_dir: &std::path::Path) -> Result<Outbox, ExecutorError> 
     if !leftovers.is_empty() {
         outbox.flush()?;
     }
-    Ok(outbox)
+    let settled = leftovers.into_iter().map(|(instance_id, _)| instance_id);
+    Ok((outbox, settled.collect()))
 }
 
 fn settle_leftover(
@@ -422,7 +429,7 @@ impl Node {
 
         let served = self.drive(Until::ShutdownRequested(shutdown)).await;
         if let Err(error) = &served {
-            error!(%error, "executor stopping after a storage failure");
+            error!(%error, "executor stopping after a failure");
         }
         let stopped = self.stop(served.is_ok()).await;
 
@@ -432,7 +439,7 @@ impl Node {
                 .connection
                 .close(close_code::NORMAL.into(), SHUTDOWN_REASON.as_bytes());
         }
-        self.finish_link(link_task).await;
+        let link_finished = self.finish_link(link_task).await;
         if tokio::time::timeout(IDLE_TIMEOUT, endpoint.wait_idle())
             .await
             .is_err()
@@ -441,12 +448,15 @@ impl Node {
         }
         let closed = self.close_store().await;
         info!("executor stopped");
-        served.and(stopped).and(closed)
+        served.and(stopped).and(link_finished).and(closed)
     }
 
-    /// The shutdown steps before the connection closes: reject new runs, kill
-    /// the running ones, flush, and wait a while for acknowledgements.
-    async fn stop(&mut self, store_healthy: bool) -> Result<(), ExecutorError> {
+    /// Runs the shutdown steps before the connection closes: reject new runs,
+    /// kill the running ones, flush, and wait a while for acknowledgements.
+    /// After a failure (`orderly` false) it only sends the kills, because the
+    /// outcomes could not be stored, and the run records settle them on the
+    /// next start.
+    async fn stop(&mut self, orderly: bool) -> Result<(), ExecutorError> {
         info!(running = self.runs.len(), "executor shutting down");
         self.shutting_down = true;
         for (instance_id, run) in &mut self.runs {
@@ -455,7 +465,7 @@ impl Node {
                 debug!(instance.id = instance_id, "run already ending");
             }
         }
-        if !store_healthy {
+        if !orderly {
             return Ok(());
         }
 
@@ -481,14 +491,14 @@ impl Node {
     }
 
     /// Waits for the link task, discarding what it still reports.
-    async fn finish_link(&mut self, mut link_task: JoinHandle<()>) {
+    async fn finish_link(&mut self, mut link_task: JoinHandle<()>) -> Result<(), ExecutorError> {
         loop {
             tokio::select! {
                 joined = &mut link_task => {
-                    if let Err(error) = joined {
+                    return joined.map_err(|error| {
                         error!(%error, "executor link task failed");
-                    }
-                    return;
+                        ExecutorError::Task(error.to_string())
+                    });
                 }
                 Some(_) = self.link_events.recv() => {}
             }
@@ -547,7 +557,12 @@ impl Node {
                 Some((instance_id, event)) = self.run_events.recv() => {
                     self.on_run_event(instance_id, event)?;
                 }
-                Some(event) = self.link_events.recv() => self.on_link_event(event).await?,
+                event = self.link_events.recv() => match event {
+                    Some(event) => self.on_link_event(event).await?,
+                    // The link task sends until the node stops it, so it
+                    // has panicked.
+                    None => return Err(ExecutorError::Task("the scheduler link task ended".into())),
+                },
                 Some(flushed) = self.flushed.recv() => self.on_flushed(flushed),
                 _ = tick(&mut self.heartbeat) => self.send_heartbeat(),
             }
@@ -633,7 +648,7 @@ impl Node {
             debug!(command = %command_preview(&spec.command), "run command");
         });
         let (events, receiver) = mpsc::channel(RUN_FORWARD_QUEUE);
-        let actor = process::start_run(spec, events).instrument(span).await;
+        let actor = process::start_run(spec, events).await;
         tokio::spawn(forward_run_events(
             instance_id,
             receiver,
@@ -687,7 +702,10 @@ impl Node {
                     start_time,
                 };
                 self.outbox.record_run(instance_id, record)?;
-                info!(pid, "run started");
+                // The record is what lets a restart kill the child, so it goes
+                // to disk soon, but the Started event need not wait for it.
+                self.flush_in_background();
+                debug!(pid, "run start stored");
                 self.append(instance_id, mapping::event_kind(event))?;
             }
             RunEvent::Finished(finished) => {
@@ -696,12 +714,11 @@ impl Node {
                     .remove(&instance_id)
                     .and_then(|run| run.kill_cause);
                 let outcome = final_outcome(mapping::outcome(finished), kill_cause);
-                info!(
-                    end = ?outcome.end,
-                    exit_code = ?outcome.exit_code,
-                    signal = ?outcome.signal,
-                    "run ended"
-                );
+                // The runner logs how the run ended.
+                if outcome.end == RunEnd::Interrupted {
+                    info!("run reported as interrupted by the shutdown");
+                }
+                debug!(end = ?outcome.end, "run end stored");
                 self.recently_finished.insert(instance_id);
                 let seq = self.outbox.append_finished(instance_id, outcome)?.seq;
                 self.last_appended = seq;
@@ -726,7 +743,17 @@ impl Node {
         Ok(())
     }
 
-    /// Starts a group-commit flush covering every write so far.
+    fn flush_in_background(&self) {
+        let flusher = self.flusher.clone();
+        tokio::spawn(async move {
+            if let Err(error) = flusher.flush().await {
+                error!(%error, "executor store flush failed");
+            }
+        });
+    }
+
+    /// Starts a group-commit flush covering every write so far, and reports
+    /// its result to the node task.
     fn request_flush(&self, seq: u64, delay: Duration) {
         let flusher = self.flusher.clone();
         let done = self.flushed_sender.clone();

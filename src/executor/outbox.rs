@@ -39,7 +39,7 @@ pub struct RunRecord {
     /// while the run is accepted but its child has not started yet.
     pub pgid: Option<u32>,
     /// Start time of the main process in clock ticks since boot, which
-    /// tells it apart from a later process that reuses the pid.
+    /// distinguishes it from a later process that reuses the pid.
     pub start_time: Option<u64>,
 }
 
@@ -194,7 +194,7 @@ impl Outbox {
         Ok(events)
     }
 
-    /// The seq of the newest stored event, or 0 if the outbox is empty.
+    /// Returns the seq of the newest stored event, or 0 if the outbox is empty.
     pub fn last_seq(&self) -> Result<u64, OutboxError> {
         match self.events.last()? {
             Some((key, _)) => Ok(read_u64(&key).unwrap_or(0)),
