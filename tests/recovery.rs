@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{Api, Node, processes_with, wait_for};
+use common::{Api, Node, processes_with, unique_sleep, wait_for};
 use serde_json::{Value, json};
 
 fn setup_processor(api: &Api) {
@@ -41,9 +41,10 @@ fn executor_killed_during_run() {
     let mut executor = Node::executor(executor_dir.path(), quic, "e1");
     api.wait_online(1, Duration::from_secs(30));
 
-    let sleeper = api.create("/api/v1/tasks", json!({"name": "sleeper", "cron_expression": "0 0 1 1 *", "command": "sleep 603.75"}));
+    let marker = unique_sleep(603);
+    let sleeper = api.create("/api/v1/tasks", json!({"name": "sleeper", "cron_expression": "0 0 1 1 *", "command": format!("sleep {marker}")}));
     let instance_id = run_now(&api, sleeper["id"].as_u64().unwrap());
-    wait_for("the run to start", Duration::from_secs(20), || (!processes_with("603.75").is_empty()).then_some(()));
+    wait_for("the run to start", Duration::from_secs(20), || (!processes_with(&marker).is_empty()).then_some(()));
 
     executor.kill9();
     let lost = wait_for("the instance to become unknown", Duration::from_secs(10), || {
@@ -62,7 +63,7 @@ fn executor_killed_during_run() {
     });
     assert_eq!(replaced["status"], "abnormal_ending", "{replaced}");
     assert!(replaced["reason"].as_str().unwrap().contains("restarted"), "{replaced}");
-    wait_for("the leftover run to be killed", Duration::from_secs(10), || processes_with("603.75").is_empty().then_some(()));
+    wait_for("the leftover run to be killed", Duration::from_secs(10), || processes_with(&marker).is_empty().then_some(()));
 
     let echo = api.create("/api/v1/tasks", json!({"name": "echo", "cron_expression": "0 0 1 1 *", "command": "echo back"}));
     let echo_id = run_now(&api, echo["id"].as_u64().unwrap());
@@ -96,7 +97,7 @@ fn outbox_outcome_replaces_unknown() {
     scheduler.kill9();
     std::fs::write(&go, b"").unwrap();
     wait_for("the executor to store the outcome", Duration::from_secs(20), || {
-        executor.log().lines().any(|l| l.contains(&instance_id) && l.contains("outcome stored")).then_some(())
+        executor.log().lines().any(|l| l.contains(&instance_id) && l.contains("run end stored")).then_some(())
     });
     executor.kill9();
 

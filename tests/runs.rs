@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::{Api, Node, processes_with, wait_for};
+use common::{Api, Node, processes_with, unique_sleep, wait_for};
 use serde_json::{Value, json};
 
 fn start() -> (tempfile::TempDir, Node) {
@@ -35,15 +35,16 @@ fn ended(api: &Api, task_id: u64, count: usize) -> Vec<Value> {
 fn timeout_kills_whole_process_group() {
     let (_dir, node) = start();
     let api = node.api();
+    let marker = unique_sleep(601);
     let id = task(&api, json!({
         "name": "slow", "cron_expression": "* * * * * *", "frequency": {"mode": "once"},
-        "command": "sleep 601.25 & sleep 601.25", "timeout": 2
+        "command": format!("sleep {marker} & sleep {marker}"), "timeout": 2
     }));
-    wait_for("the children to start", Duration::from_secs(20), || (processes_with("601.25").len() == 2).then_some(()));
+    wait_for("the children to start", Duration::from_secs(20), || (processes_with(&marker).len() >= 2).then_some(()));
     let instance = ended(&api, id, 1).remove(0);
     assert_eq!(instance["status"], "timeout_ending", "{instance}");
     assert_eq!(instance["status_code"], 4);
-    wait_for("the process group to be gone", Duration::from_secs(10), || processes_with("601.25").is_empty().then_some(()));
+    wait_for("the process group to be gone", Duration::from_secs(10), || processes_with(&marker).is_empty().then_some(()));
     let (_, task) = api.get(&format!("/api/v1/tasks/{id}"));
     assert_eq!(task["status"], "disabled", "a once task disables itself: {task}");
     assert_eq!(task["remaining_count"], 0);
@@ -53,21 +54,22 @@ fn timeout_kills_whole_process_group() {
 fn kill_through_api_cancels_run() {
     let (_dir, node) = start();
     let api = node.api();
+    let marker = unique_sleep(602);
     let id = task(&api, json!({
-        "name": "sleeper", "cron_expression": "0 0 1 1 *", "command": "sleep 602.5 & sleep 602.5"
+        "name": "sleeper", "cron_expression": "0 0 1 1 *", "command": format!("sleep {marker} & sleep {marker}")
     }));
     let (status, run) = api.post(&format!("/api/v1/tasks/{id}/run"), json!({}));
     assert_eq!(status, 201, "{run}");
     let instance_id = run["instances"][0]["id"].as_str().unwrap().to_string();
     assert_eq!(run["instances"][0]["trigger"], "manual");
-    wait_for("the children to start", Duration::from_secs(20), || (processes_with("602.5").len() == 2).then_some(()));
+    wait_for("the children to start", Duration::from_secs(20), || (processes_with(&marker).len() >= 2).then_some(()));
 
     let (status, body) = api.post(&format!("/api/v1/instances/{instance_id}/kill"), json!({}));
     assert_eq!(status, 202, "{body}");
     let instance = ended(&api, id, 1).remove(0);
     assert_eq!(instance["status"], "manual_cancellation", "{instance}");
     assert_eq!(instance["status_code"], 5);
-    wait_for("the process group to be gone", Duration::from_secs(10), || processes_with("602.5").is_empty().then_some(()));
+    wait_for("the process group to be gone", Duration::from_secs(10), || processes_with(&marker).is_empty().then_some(()));
 
     let (status, body) = api.post(&format!("/api/v1/instances/{instance_id}/kill"), json!({}));
     assert_eq!(status, 409, "killing an ended instance is a conflict: {body}");

@@ -156,10 +156,34 @@ impl Node {
 }
 
 impl Drop for Node {
+    /// Stops the node with SIGTERM so it ends its runs, then SIGKILL if it
+    /// is still there after 10 s.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let start = lines.len().saturating_sub(150);
+            eprintln!("--- last lines of node {} ---\n{}", self.child.id(), lines[start..].join("\n"));
+        }
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A `sleep` duration unique to this test process, so its processes can be
+/// told apart from those of other runs.
+pub fn unique_sleep(seconds: u32) -> String {
+    format!("{seconds}.{:06}", std::process::id())
 }
 
 /// A JSON client of one node's API.
