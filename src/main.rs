@@ -13,7 +13,11 @@ use delicate::node::scheduler::{SchedulerConfig, SchedulerNode};
 use delicate::node::standalone;
 
 #[derive(Parser)]
-#[command(name = "delicate", version, about = "A distributed task scheduler: cron schedules, weighted routing to executors over QUIC, state in sled")]
+#[command(
+    name = "delicate",
+    version,
+    about = "A distributed task scheduler: cron schedules, weighted routing to executors over QUIC, state in sled"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +61,11 @@ struct SchedulerArgs {
 #[derive(Args)]
 struct ExecutorArgs {
     /// Directory of the executor's outbox and run records.
-    #[arg(long, env = "DELICATE_DATA_DIR", default_value = "./delicate-executor-data")]
+    #[arg(
+        long,
+        env = "DELICATE_DATA_DIR",
+        default_value = "./delicate-executor-data"
+    )]
     data_dir: PathBuf,
     /// QUIC address of the scheduler.
     #[arg(long, env = "DELICATE_SCHEDULER", default_value = "127.0.0.1:7890")]
@@ -77,7 +85,10 @@ fn main() -> ExitCode {
         return run_preview(args);
     }
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
@@ -124,12 +135,20 @@ async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_standalone(args: SchedulerArgs) -> anyhow::Result<()> {
-    let node = SchedulerNode::start(scheduler_config(&args, args.data_dir.join("scheduler"))).await?;
-    standalone::bootstrap(&node).context("failed to create the default group, processor and bind")?;
+    let node =
+        SchedulerNode::start(scheduler_config(&args, args.data_dir.join("scheduler"))).await?;
+    standalone::bootstrap(&node)
+        .context("failed to create the default group, processor and bind")?;
 
-    let mut settings = ExecutorSettings::new(args.data_dir.join("executor"), node.quic_addr, standalone::LOCAL_PROCESSOR);
+    let mut settings = ExecutorSettings::new(
+        args.data_dir.join("executor"),
+        node.quic_addr,
+        standalone::LOCAL_PROCESSOR,
+    );
     settings.security_level = args.security_level;
-    let executor = ExecutorNode::start(settings).await.context("failed to start the in-process executor")?;
+    let executor = ExecutorNode::start(settings)
+        .await
+        .context("failed to start the in-process executor")?;
     tracing::info!(http.addr = %node.http_addr, "standalone.ready: create a task with POST /api/v1/tasks");
 
     wait_for_signal().await?;

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use crate::domain::entities::{InstanceStatus, Trigger};
 
 /// Bucket upper bounds, in seconds, of the latency histograms.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
 
 /// A histogram of durations.
 #[derive(Default)]
@@ -31,11 +33,19 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Relaxed)
+            );
         }
         let count = self.count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -66,7 +76,12 @@ fn trigger_index(trigger: Trigger) -> usize {
     }
 }
 
-const TRIGGERS: [Trigger; 4] = [Trigger::Cron, Trigger::Manual, Trigger::Retry, Trigger::Misfire];
+const TRIGGERS: [Trigger; 4] = [
+    Trigger::Cron,
+    Trigger::Manual,
+    Trigger::Retry,
+    Trigger::Misfire,
+];
 
 impl Metrics {
     pub fn instance_created(&self, trigger: Trigger, status: InstanceStatus) {
@@ -80,7 +95,10 @@ impl Metrics {
 
     /// Counts an instance reaching an end status.
     pub fn instance_status_reached(&self, status: InstanceStatus) {
-        let index = InstanceStatus::ALL.iter().position(|s| *s == status).unwrap_or(0);
+        let index = InstanceStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(0);
         self.ended[index].fetch_add(1, Relaxed);
     }
 
@@ -92,34 +110,106 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        counter(&mut out, "delicate_fires_total", "Cron and misfire slots that created instances.", self.fires.load(Relaxed));
-        counter(&mut out, "delicate_fires_skipped_total", "Fires skipped because the task had its maximum of running instances.", self.fires_skipped.load(Relaxed));
-        counter(&mut out, "delicate_fires_missed_total", "Slots that passed without an instance.", self.fires_missed.load(Relaxed));
+        counter(
+            &mut out,
+            "delicate_fires_total",
+            "Cron and misfire slots that created instances.",
+            self.fires.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "delicate_fires_skipped_total",
+            "Fires skipped because the task had its maximum of running instances.",
+            self.fires_skipped.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "delicate_fires_missed_total",
+            "Slots that passed without an instance.",
+            self.fires_missed.load(Relaxed),
+        );
 
-        let _ = writeln!(out, "# HELP delicate_instances_created_total Instances created, by trigger.\n# TYPE delicate_instances_created_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP delicate_instances_created_total Instances created, by trigger.\n# TYPE delicate_instances_created_total counter"
+        );
         for trigger in TRIGGERS {
-            let name = serde_json::to_value(trigger).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            let _ = writeln!(out, "delicate_instances_created_total{{trigger=\"{name}\"}} {}", self.created[trigger_index(trigger)].load(Relaxed));
+            let name = serde_json::to_value(trigger)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "delicate_instances_created_total{{trigger=\"{name}\"}} {}",
+                self.created[trigger_index(trigger)].load(Relaxed)
+            );
         }
-        let _ = writeln!(out, "# HELP delicate_instances_ended_total Instances that reached an end status since start, by status.\n# TYPE delicate_instances_ended_total counter");
+        let _ = writeln!(
+            out,
+            "# HELP delicate_instances_ended_total Instances that reached an end status since start, by status.\n# TYPE delicate_instances_ended_total counter"
+        );
         for (status, count) in InstanceStatus::ALL.iter().zip(&self.ended).skip(1) {
-            let _ = writeln!(out, "delicate_instances_ended_total{{status=\"{}\"}} {}", status.name(), count.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "delicate_instances_ended_total{{status=\"{}\"}} {}",
+                status.name(),
+                count.load(Relaxed)
+            );
         }
-        gauge(&mut out, "delicate_instances_running", "Instances in status running.", self.instances_running.load(Relaxed));
-        gauge(&mut out, "delicate_processors_online", "Executor processors online.", self.processors_online.load(Relaxed));
-        self.fire_lateness.render(&mut out, "delicate_fire_lateness_seconds", "Time from a cron slot to the creation of its instance.");
-        self.dispatch_latency.render(&mut out, "delicate_dispatch_latency_seconds", "Time from the creation of an instance to its acceptance by an executor.");
-        counter(&mut out, "delicate_frames_rejected_total", "Connections closed for an invalid frame.", self.frames_rejected.load(Relaxed));
-        counter(&mut out, "delicate_joins_rejected_total", "Executor joins rejected.", self.joins_rejected.load(Relaxed));
-        counter(&mut out, "delicate_events_applied_total", "Instance events from executors applied.", self.events_applied.load(Relaxed));
+        gauge(
+            &mut out,
+            "delicate_instances_running",
+            "Instances in status running.",
+            self.instances_running.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "delicate_processors_online",
+            "Executor processors online.",
+            self.processors_online.load(Relaxed),
+        );
+        self.fire_lateness.render(
+            &mut out,
+            "delicate_fire_lateness_seconds",
+            "Time from a cron slot to the creation of its instance.",
+        );
+        self.dispatch_latency.render(
+            &mut out,
+            "delicate_dispatch_latency_seconds",
+            "Time from the creation of an instance to its acceptance by an executor.",
+        );
+        counter(
+            &mut out,
+            "delicate_frames_rejected_total",
+            "Connections closed for an invalid frame.",
+            self.frames_rejected.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "delicate_joins_rejected_total",
+            "Executor joins rejected.",
+            self.joins_rejected.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "delicate_events_applied_total",
+            "Instance events from executors applied.",
+            self.events_applied.load(Relaxed),
+        );
         out
     }
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
 }

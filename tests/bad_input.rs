@@ -14,13 +14,22 @@ fn assert_error(response: (u16, Value), status: u16, field: &str, words: &str) {
     assert_eq!(code, status, "body: {body}");
     assert_eq!(body["error"]["field"], field, "body: {body}");
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(words), "message {message:?} should contain {words:?}");
+    assert!(
+        message.contains(words),
+        "message {message:?} should contain {words:?}"
+    );
 }
 
 fn setup(api: &Api) {
     api.create("/api/v1/groups", json!({"name": "g"}));
-    api.create("/api/v1/processors", json!({"name": "p1", "host": "10.0.0.1", "machine_id": 1}));
-    api.create("/api/v1/binds", json!({"name": "b1", "group_id": 1, "executor_id": 1, "weight": 1}));
+    api.create(
+        "/api/v1/processors",
+        json!({"name": "p1", "host": "10.0.0.1", "machine_id": 1}),
+    );
+    api.create(
+        "/api/v1/binds",
+        json!({"name": "b1", "group_id": 1, "executor_id": 1, "weight": 1}),
+    );
 }
 
 #[test]
@@ -31,35 +40,88 @@ fn invalid_fields_are_named() {
     setup(&api);
 
     let task = |cron: &str, zone: &str| json!({"name": "t", "command": "true", "cron_expression": cron, "time_zone": zone, "binding_ids": [1]});
-    assert_error(api.post("/api/v1/tasks", task("61 * * * *", "UTC")), 422, "cron_expression", "61");
-    assert_error(api.post("/api/v1/tasks", task("0 0 31 2 *", "UTC")), 422, "cron_expression", "never");
-    assert_error(api.post("/api/v1/tasks", task("* * * * *", "Mars/Base")), 422, "time_zone", "Mars/Base");
     assert_error(
-        api.post("/api/v1/processors", json!({"name": "p2", "host": "10.0.0.2", "machine_id": 1024})),
-        422, "machine_id", "1024",
+        api.post("/api/v1/tasks", task("61 * * * *", "UTC")),
+        422,
+        "cron_expression",
+        "61",
     );
     assert_error(
-        api.post("/api/v1/processors", json!({"name": "p2", "host": "10.0.0.2 x", "machine_id": 2})),
-        422, "host", "white space",
-    );
-    assert_error(api.post("/api/v1/groups", json!({"name": "g"})), 409, "name", "already exists");
-    assert_error(
-        api.post("/api/v1/processors", json!({"name": "p9", "host": "h", "machine_id": 1})),
-        409, "machine_id", "already exists",
+        api.post("/api/v1/tasks", task("0 0 31 2 *", "UTC")),
+        422,
+        "cron_expression",
+        "never",
     );
     assert_error(
-        api.post("/api/v1/binds", json!({"name": "b2", "group_id": 1, "executor_id": 1, "weight": 101})),
-        422, "weight", "101",
+        api.post("/api/v1/tasks", task("* * * * *", "Mars/Base")),
+        422,
+        "time_zone",
+        "Mars/Base",
     );
     assert_error(
-        api.post("/api/v1/binds", json!({"name": "b3", "group_id": 1, "executor_id": 99, "weight": 1})),
-        422, "executor_id", "processor 99 not found",
+        api.post(
+            "/api/v1/processors",
+            json!({"name": "p2", "host": "10.0.0.2", "machine_id": 1024}),
+        ),
+        422,
+        "machine_id",
+        "1024",
+    );
+    assert_error(
+        api.post(
+            "/api/v1/processors",
+            json!({"name": "p2", "host": "10.0.0.2 x", "machine_id": 2}),
+        ),
+        422,
+        "host",
+        "white space",
+    );
+    assert_error(
+        api.post("/api/v1/groups", json!({"name": "g"})),
+        409,
+        "name",
+        "already exists",
+    );
+    assert_error(
+        api.post(
+            "/api/v1/processors",
+            json!({"name": "p9", "host": "h", "machine_id": 1}),
+        ),
+        409,
+        "machine_id",
+        "already exists",
+    );
+    assert_error(
+        api.post(
+            "/api/v1/binds",
+            json!({"name": "b2", "group_id": 1, "executor_id": 1, "weight": 101}),
+        ),
+        422,
+        "weight",
+        "101",
+    );
+    assert_error(
+        api.post(
+            "/api/v1/binds",
+            json!({"name": "b3", "group_id": 1, "executor_id": 99, "weight": 1}),
+        ),
+        422,
+        "executor_id",
+        "processor 99 not found",
     );
     assert_error(
         api.post("/api/v1/tasks", json!({"name": "t", "command": "true", "cron_expression": "* * * * *", "timeout": "soon"})),
         400, "timeout", "invalid",
     );
-    assert_error(api.post("/api/v1/tasks", json!({"name": "t", "cron_expression": "* * * * *"})), 422, "command", "required");
+    assert_error(
+        api.post(
+            "/api/v1/tasks",
+            json!({"name": "t", "cron_expression": "* * * * *"}),
+        ),
+        422,
+        "command",
+        "required",
+    );
 
     let (status, body) = api.delete("/api/v1/processors/1");
     assert_eq!(status, 409, "{body}");
@@ -67,7 +129,11 @@ fn invalid_fields_are_named() {
     assert!(message.contains("\"b1\""), "names the bind: {message}");
 
     let (_, processors) = api.get("/api/v1/processors");
-    assert_eq!(processors.as_array().unwrap().len(), 1, "nothing half-created: {processors}");
+    assert_eq!(
+        processors.as_array().unwrap().len(),
+        1,
+        "nothing half-created: {processors}"
+    );
 }
 
 fn quic_client() -> quinn::Endpoint {
@@ -85,21 +151,41 @@ async fn hostile_frames_leave_scheduler_serving() {
 
     // A length prefix far above the maximum.
     let endpoint = quic_client();
-    let connection = endpoint.connect(quic, tls::SERVER_NAME).unwrap().await.unwrap();
+    let connection = endpoint
+        .connect(quic, tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
     let (mut send, _recv) = connection.open_bi().await.unwrap();
     send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await.unwrap();
-    assert!(matches!(closed, quinn::ConnectionError::ApplicationClosed(ref close) if close.error_code == 1u32.into()), "{closed:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(ref close) if close.error_code == 1u32.into()),
+        "{closed:?}"
+    );
 
     // A well-sized frame of random bytes.
-    let connection = endpoint.connect(quic, tls::SERVER_NAME).unwrap().await.unwrap();
+    let connection = endpoint
+        .connect(quic, tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
     let (mut send, _recv) = connection.open_bi().await.unwrap();
     let mut garbage = Vec::new();
-    let noise: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..200u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     frame::write_frame(&mut garbage, 0, &[], &noise).unwrap();
     send.write_all(&garbage).await.unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await.unwrap();
-    assert!(matches!(closed, quinn::ConnectionError::ApplicationClosed(_)), "{closed:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
 
     // Raw UDP noise at the QUIC port.
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -108,7 +194,11 @@ async fn hostile_frames_leave_scheduler_serving() {
     }
 
     // A valid frame with an oversized declared message.
-    let connection = endpoint.connect(quic, tls::SERVER_NAME).unwrap().await.unwrap();
+    let connection = endpoint
+        .connect(quic, tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
     let (mut send, _recv) = connection.open_bi().await.unwrap();
     let hello = messages::Message::Hello(messages::Hello {
         protocol_version: messages::PROTOCOL_VERSION,
@@ -126,8 +216,13 @@ async fn hostile_frames_leave_scheduler_serving() {
     let mut wrong_first = Vec::new();
     frame::write_frame(&mut wrong_first, 0, &[], &payload).unwrap();
     send.write_all(&wrong_first).await.unwrap();
-    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await.unwrap();
-    assert!(matches!(closed, quinn::ConnectionError::ApplicationClosed(_)), "{closed:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
 
     let api = Api::new(http);
     let health = tokio::task::spawn_blocking(move || {
@@ -145,5 +240,8 @@ async fn hostile_frames_leave_scheduler_serving() {
     })
     .await
     .unwrap();
-    assert!(metrics.contains("delicate_frames_rejected_total 3"), "{metrics}");
+    assert!(
+        metrics.contains("delicate_frames_rejected_total 3"),
+        "{metrics}"
+    );
 }

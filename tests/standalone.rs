@@ -19,7 +19,11 @@ fn every_second_task_runs_echo_hello() {
         json!({"name": "hello", "cron_expression": "* * * * * *", "command": "echo hello"}),
     );
     let task_id = task["id"].as_u64().unwrap();
-    assert_eq!(task["binding_ids"], json!([1]), "the only bind is used by default");
+    assert_eq!(
+        task["binding_ids"],
+        json!([1]),
+        "the only bind is used by default"
+    );
     assert_eq!(task["next_fire_times"].as_array().unwrap().len(), 5);
 
     let finished = wait_for("3 finished instances", Duration::from_secs(5), || {
@@ -56,7 +60,11 @@ fn restart_keeps_defaults_and_tasks() {
     let node = Node::standalone(dir.path());
     let api = node.api();
     let (_, groups) = api.get("/api/v1/groups");
-    assert_eq!(groups.as_array().unwrap().len(), 1, "defaults are created once: {groups}");
+    assert_eq!(
+        groups.as_array().unwrap().len(),
+        1,
+        "defaults are created once: {groups}"
+    );
     let (_, binds) = api.get("/api/v1/binds");
     assert_eq!(binds[0]["name"], "default-local");
     let (_, tasks) = api.get("/api/v1/tasks");

@@ -55,11 +55,15 @@ pub struct Directory {
 
 impl Directory {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn put_bind(&self, bind: Bind) {
@@ -82,7 +86,11 @@ impl Directory {
             None => {
                 inner.processors.insert(
                     record.id,
-                    ProcessorEntry { record, live: ProcessorLive::default(), actor },
+                    ProcessorEntry {
+                        record,
+                        live: ProcessorLive::default(),
+                        actor,
+                    },
                 );
             }
         }
@@ -107,7 +115,10 @@ impl Directory {
     }
 
     pub fn processor_actor(&self, id: Id) -> Option<ActorRef<ProcessorActor>> {
-        self.read().processors.get(&id).map(|entry| entry.actor.clone())
+        self.read()
+            .processors
+            .get(&id)
+            .map(|entry| entry.actor.clone())
     }
 
     /// Finds a processor by name, for an executor's join.
@@ -126,7 +137,11 @@ impl Directory {
     }
 
     pub fn online_count(&self) -> usize {
-        self.read().processors.values().filter(|entry| entry.live.online).count()
+        self.read()
+            .processors
+            .values()
+            .filter(|entry| entry.live.online)
+            .count()
     }
 
     pub fn put_group(&self, id: Id, actor: ActorRef<GroupActor>) {

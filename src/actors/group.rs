@@ -21,7 +21,11 @@ pub struct GroupActor {
 
 impl GroupActor {
     pub fn new(group_id: Id, shared: Arc<Shared>) -> GroupActor {
-        GroupActor { group_id, shared, rotations: HashMap::new() }
+        GroupActor {
+            group_id,
+            shared,
+            rotations: HashMap::new(),
+        }
     }
 }
 
@@ -38,19 +42,32 @@ pub struct RouteFire {
 impl Message<RouteFire> for GroupActor {
     type Reply = Vec<Route>;
 
-    async fn handle(&mut self, msg: RouteFire, _ctx: &mut Context<Self, Self::Reply>) -> Vec<Route> {
-        let routes = self.shared.directory.eligible_routes(&msg.bind_ids, &msg.exclude);
+    async fn handle(
+        &mut self,
+        msg: RouteFire,
+        _ctx: &mut Context<Self, Self::Reply>,
+    ) -> Vec<Route> {
+        let routes = self
+            .shared
+            .directory
+            .eligible_routes(&msg.bind_ids, &msg.exclude);
         if msg.dispatch == Dispatch::Broadcast {
             return routes;
         }
         let candidates: Vec<Candidate> = routes
             .iter()
-            .map(|route| Candidate { bind_id: route.bind.id, weight: u32::from(route.bind.weight) })
+            .map(|route| Candidate {
+                bind_id: route.bind.id,
+                weight: u32::from(route.bind.weight),
+            })
             .collect();
         let rotation = self.rotations.entry(msg.task_id).or_default();
         let chosen = rotation.pick(&candidates);
         tracing::trace!(group.id = self.group_id, task.id = msg.task_id, bind.id = ?chosen, "group.route");
-        routes.into_iter().filter(|route| Some(route.bind.id) == chosen).collect()
+        routes
+            .into_iter()
+            .filter(|route| Some(route.bind.id) == chosen)
+            .collect()
     }
 }
 

@@ -88,7 +88,11 @@ impl InstanceActor {
             command: self.instance.command.clone(),
             env: self.task.env.clone(),
             run_as: self.task.run_as.clone(),
-            stdin: self.task.stdin.as_ref().map(|text| text.as_bytes().to_vec()),
+            stdin: self
+                .task
+                .stdin
+                .as_ref()
+                .map(|text| text.as_bytes().to_vec()),
             timeout: self.task.timeout,
             kill_grace_ms: self.shared.settings.kill_grace.as_millis() as u64,
             output_cap: self.shared.settings.output_cap,
@@ -105,7 +109,10 @@ impl InstanceActor {
             return Err("the processor no longer exists".into());
         };
         let (reply, answer) = oneshot::channel();
-        let request = DispatchRun { request: self.run_request(), reply };
+        let request = DispatchRun {
+            request: self.run_request(),
+            reply,
+        };
         if processor.tell(request).await.is_err() {
             return Err("the processor actor stopped".into());
         }
@@ -121,7 +128,10 @@ impl InstanceActor {
 
     /// Picks the next eligible bind not tried yet.
     async fn next_route(&self) -> Option<Route> {
-        let group = self.shared.directory.routing_group(&self.task.binding_ids)?;
+        let group = self
+            .shared
+            .directory
+            .routing_group(&self.task.binding_ids)?;
         let request = RouteFire {
             task_id: self.task.id,
             bind_ids: self.task.binding_ids.clone(),
@@ -156,7 +166,10 @@ impl InstanceActor {
     }
 
     async fn fail(&self, reason: String) {
-        let event = InstanceEvent::Failed { at: Utc::now(), reason };
+        let event = InstanceEvent::Failed {
+            at: Utc::now(),
+            reason,
+        };
         if let Err(error) = transitions::apply(&self.shared, self.instance.id, event).await {
             tracing::error!(instance.id = self.instance.id, %error, "failed to end the instance");
         }
@@ -228,7 +241,8 @@ impl Message<DispatchInstance> for InstanceActor {
 
     async fn handle(&mut self, _msg: DispatchInstance, _ctx: &mut Context<Self, ()>) {
         if let Err(error) = self.shared.store.durable().await {
-            self.fail(format!("the instance could not be stored: {error}")).await;
+            self.fail(format!("the instance could not be stored: {error}"))
+                .await;
             return;
         }
         loop {
@@ -245,7 +259,8 @@ impl Message<DispatchInstance> for InstanceActor {
                     match self.next_route().await {
                         Some(route) => self.move_to(&route),
                         None => {
-                            self.fail(format!("no executor accepted the instance: {reason}")).await;
+                            self.fail(format!("no executor accepted the instance: {reason}"))
+                                .await;
                             return;
                         }
                     }
@@ -278,7 +293,10 @@ impl Message<ExecutorLost> for InstanceActor {
     type Reply = ();
 
     async fn handle(&mut self, msg: ExecutorLost, _ctx: &mut Context<Self, ()>) {
-        let event = InstanceEvent::Lost { at: Utc::now(), reason: msg.reason };
+        let event = InstanceEvent::Lost {
+            at: Utc::now(),
+            reason: msg.reason,
+        };
         if let Err(error) = transitions::apply(&self.shared, self.instance.id, event).await {
             tracing::error!(instance.id = self.instance.id, %error, "failed to mark the instance lost");
         }
@@ -291,14 +309,20 @@ pub struct KillInstance;
 impl Message<KillInstance> for InstanceActor {
     type Reply = Result<(), String>;
 
-    async fn handle(&mut self, _msg: KillInstance, _ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+    async fn handle(
+        &mut self,
+        _msg: KillInstance,
+        _ctx: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
         let processor = self
             .instance
             .executor_processor_id
             .and_then(|id| self.shared.directory.processor_actor(id));
         let sent = match processor {
             Some(actor) => actor
-                .ask(SendKill { instance_id: self.instance.id })
+                .ask(SendKill {
+                    instance_id: self.instance.id,
+                })
                 .await
                 .map_err(|e| e.to_string()),
             None => Err("the processor no longer exists".to_string()),

@@ -102,7 +102,10 @@ impl Shared {
             return;
         }
         let _runtime = self.runtime.enter();
-        let actor = processor::ProcessorActor::spawn(processor::ProcessorActor::new(record.id, self.clone()));
+        let actor = processor::ProcessorActor::spawn(processor::ProcessorActor::new(
+            record.id,
+            self.clone(),
+        ));
         self.directory.put_processor(record, actor);
     }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use kameo::Actor;
 use kameo::actor::{ActorRef, WeakActorRef};
 use kameo::error::{ActorStopReason, Infallible};
 use kameo::message::{Context, Message};
-use kameo::Actor;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -61,7 +61,9 @@ impl ProcessorActor {
     }
 
     fn publish(&self) {
-        self.shared.directory.set_live(self.processor_id, self.live.clone());
+        self.shared
+            .directory
+            .set_live(self.processor_id, self.live.clone());
         let online = self.shared.directory.online_count() as i64;
         self.shared
             .metrics
@@ -98,7 +100,10 @@ impl ProcessorActor {
                     let _ = actor.tell(ExecutorLost { reason }).await;
                 }
                 None => {
-                    let event = InstanceEvent::Lost { at: Utc::now(), reason };
+                    let event = InstanceEvent::Lost {
+                        at: Utc::now(),
+                        reason,
+                    };
                     if let Err(error) = transitions::apply(&self.shared, instance_id, event).await {
                         tracing::error!(instance.id = instance_id, %error, "failed to mark instance lost");
                     }
@@ -133,7 +138,9 @@ impl Actor for ProcessorActor {
         _reason: ActorStopReason,
     ) -> Result<(), Self::Error> {
         if let Some(session) = self.session.take() {
-            session.connection.close(close_code::JOIN_REJECTED.into(), b"processor deleted");
+            session
+                .connection
+                .close(close_code::JOIN_REJECTED.into(), b"processor deleted");
         }
         self.fail_pending("the processor was deleted");
         Ok(())
@@ -148,8 +155,10 @@ impl Message<AttachSession> for ProcessorActor {
 
     async fn handle(&mut self, msg: AttachSession, _ctx: &mut Context<Self, ()>) {
         if let Some(old) = self.session.take() {
-            old.connection
-                .close(close_code::SESSION_REPLACED.into(), b"a newer connection took over");
+            old.connection.close(
+                close_code::SESSION_REPLACED.into(),
+                b"a newer connection took over",
+            );
             self.fail_pending("the connection was replaced before the executor accepted the run");
         }
         let session = msg.0;
@@ -177,7 +186,11 @@ impl Message<DetachSession> for ProcessorActor {
     type Reply = ();
 
     async fn handle(&mut self, msg: DetachSession, _ctx: &mut Context<Self, ()>) {
-        if self.session.as_ref().is_some_and(|s| s.id == msg.session_id) {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.id == msg.session_id)
+        {
             self.session = None;
             self.fail_pending("the connection closed before the executor accepted the run");
             self.live.online = false;
@@ -241,7 +254,9 @@ impl Message<DispatchRun> for ProcessorActor {
         };
         let instance_id = msg.request.instance_id;
         if session.outgoing.send(Wire::Run(msg.request)).await.is_err() {
-            let _ = msg.reply.send(Err("the connection to the executor closed".into()));
+            let _ = msg
+                .reply
+                .send(Err("the connection to the executor closed".into()));
             return;
         }
         self.assigned.insert(instance_id);
@@ -307,13 +322,19 @@ pub struct SendKill {
 impl Message<SendKill> for ProcessorActor {
     type Reply = Result<(), String>;
 
-    async fn handle(&mut self, msg: SendKill, _ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+    async fn handle(
+        &mut self,
+        msg: SendKill,
+        _ctx: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
         let Some(session) = &self.session else {
             return Err("the executor is offline".into());
         };
         session
             .outgoing
-            .send(Wire::Kill { instance_id: msg.instance_id })
+            .send(Wire::Kill {
+                instance_id: msg.instance_id,
+            })
             .await
             .map_err(|_| "the connection to the executor closed".to_string())
     }

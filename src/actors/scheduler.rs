@@ -54,7 +54,9 @@ pub struct SchedulerActor {
 pub enum RunError {
     #[error("task {0} not found")]
     TaskNotFound(Id),
-    #[error("task {task_id} already has {running} running instances, its maximum_parallel_runnable_num")]
+    #[error(
+        "task {task_id} already has {running} running instances, its maximum_parallel_runnable_num"
+    )]
     AtLimit { task_id: Id, running: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -76,7 +78,10 @@ impl SchedulerActor {
             *actor.running.entry(instance.task_id).or_default() += 1;
         }
         let running_total: u32 = actor.running.values().sum();
-        shared.metrics.instances_running.store(i64::from(running_total), Relaxed);
+        shared
+            .metrics
+            .instances_running
+            .store(i64::from(running_total), Relaxed);
 
         for task in shared.store.list::<Task>()? {
             if task.status == TaskStatus::Enabled {
@@ -84,7 +89,11 @@ impl SchedulerActor {
                 actor.insert(task, state, true);
             }
         }
-        tracing::info!(tasks = actor.tasks.len(), running = running_total, "scheduler.loaded");
+        tracing::info!(
+            tasks = actor.tasks.len(),
+            running = running_total,
+            "scheduler.loaded"
+        );
 
         let wake = actor.wake.clone();
         let actor_ref = SchedulerActor::spawn_with_mailbox(actor, kameo::mailbox::bounded(MAILBOX));
@@ -103,7 +112,10 @@ impl SchedulerActor {
                 return;
             }
         };
-        let after = state.last_slot.unwrap_or(task.updated_time).max(task.updated_time);
+        let after = state
+            .last_slot
+            .unwrap_or(task.updated_time)
+            .max(task.updated_time);
         let next = schedule.next_after(after).ok().flatten();
         self.generation += 1;
         if let Some(at) = next {
@@ -128,11 +140,12 @@ impl SchedulerActor {
                 break;
             }
             self.queue.pop();
-            let current = self.tasks.get(&task_id).is_some_and(|e| e.generation == generation);
-            if current {
-                if let Err(error) = self.fire_task(task_id, now).await {
-                    tracing::error!(task.id = task_id, %error, "scheduler.fire failed");
-                }
+            let current = self
+                .tasks
+                .get(&task_id)
+                .is_some_and(|e| e.generation == generation);
+            if current && let Err(error) = self.fire_task(task_id, now).await {
+                tracing::error!(task.id = task_id, %error, "scheduler.fire failed");
             }
         }
         let next = self.queue.peek().map(|Reverse((at, _, _))| *at);
@@ -141,7 +154,9 @@ impl SchedulerActor {
     }
 
     async fn fire_task(&mut self, task_id: Id, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let Some(entry) = self.tasks.get_mut(&task_id) else { return Ok(()) };
+        let Some(entry) = self.tasks.get_mut(&task_id) else {
+            return Ok(());
+        };
         let Some(due) = entry.next else { return Ok(()) };
         let grace = Duration::seconds(entry.task.misfire_grace as i64);
         let plan = plan_fire(&entry.schedule, due, now, grace, entry.recovering);
@@ -155,8 +170,15 @@ impl SchedulerActor {
         let mut state = entry.state.clone();
         if plan.missed > 0 {
             state.missed += plan.missed;
-            self.shared.metrics.fires_missed.fetch_add(plan.missed, Relaxed);
-            tracing::warn!(task.id = task_id, missed = plan.missed, "scheduler.slots_missed");
+            self.shared
+                .metrics
+                .fires_missed
+                .fetch_add(plan.missed, Relaxed);
+            tracing::warn!(
+                task.id = task_id,
+                missed = plan.missed,
+                "scheduler.slots_missed"
+            );
         }
         let Some((slot, trigger)) = plan.fire else {
             state.last_slot = Some(now);
@@ -216,7 +238,11 @@ impl SchedulerActor {
             }
             None => {}
         }
-        let task = self.tasks.get(&task_id).map(|e| e.task.clone()).unwrap_or(task);
+        let task = self
+            .tasks
+            .get(&task_id)
+            .map(|e| e.task.clone())
+            .unwrap_or(task);
         self.launch(instances, task).await;
         Ok(())
     }
@@ -308,7 +334,9 @@ impl SchedulerActor {
     /// Counts the stored instances and starts the actors of the Running ones.
     async fn launch(&mut self, instances: Vec<Instance>, task: Arc<Task>) {
         for instance in instances {
-            self.shared.metrics.instance_created(instance.trigger, instance.status);
+            self.shared
+                .metrics
+                .instance_created(instance.trigger, instance.status);
             tracing::info!(
                 instance.id = instance.id,
                 task.id = instance.task_id,
@@ -343,7 +371,11 @@ impl SchedulerActor {
             return Err(RunError::AtLimit { task_id, running });
         }
         let exclude: Vec<Id> = avoid_bind.into_iter().collect();
-        let dispatch = if trigger == Trigger::Retry { Dispatch::Weighted } else { task.dispatch };
+        let dispatch = if trigger == Trigger::Retry {
+            Dispatch::Weighted
+        } else {
+            task.dispatch
+        };
         let mut routes = self.route(&task, dispatch, &exclude).await;
         if routes.is_empty() && !exclude.is_empty() {
             routes = self.route(&task, dispatch, &[]).await;
@@ -442,7 +474,8 @@ impl Message<RunNow> for SchedulerActor {
     type Reply = Result<Vec<Instance>, RunError>;
 
     async fn handle(&mut self, msg: RunNow, _ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
-        self.create_unslotted(msg.task_id, Trigger::Manual, 1, Utc::now(), None).await
+        self.create_unslotted(msg.task_id, Trigger::Manual, 1, Utc::now(), None)
+            .await
     }
 }
 
@@ -459,7 +492,13 @@ impl Message<CreateRetry> for SchedulerActor {
 
     async fn handle(&mut self, msg: CreateRetry, _ctx: &mut Context<Self, ()>) {
         let result = self
-            .create_unslotted(msg.task_id, Trigger::Retry, msg.attempt, msg.due, msg.avoid_bind)
+            .create_unslotted(
+                msg.task_id,
+                Trigger::Retry,
+                msg.attempt,
+                msg.due,
+                msg.avoid_bind,
+            )
             .await;
         if let Err(error) = result {
             if matches!(error, RunError::AtLimit { .. }) {
@@ -497,7 +536,11 @@ pub struct SchedulerFigures {
 impl Message<SchedulerStats> for SchedulerActor {
     type Reply = SchedulerFigures;
 
-    async fn handle(&mut self, _msg: SchedulerStats, _ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+    async fn handle(
+        &mut self,
+        _msg: SchedulerStats,
+        _ctx: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
         SchedulerFigures {
             scheduled_tasks: self.tasks.len(),
             running_instances: self.running.values().sum(),

@@ -60,15 +60,38 @@ async fn announce_end(shared: &Shared, instance: &Instance) {
     );
     let _ = shared
         .scheduler()
-        .tell(RunningEnded { task_id: instance.task_id })
+        .tell(RunningEnded {
+            task_id: instance.task_id,
+        })
         .await;
     if let Some(processor) = instance
         .executor_processor_id
         .and_then(|id| shared.directory.processor_actor(id))
     {
-        let _ = processor.tell(Release { instance_id: instance.id }).await;
+        // `try_send`, because the processor or instance actor may be the
+        // caller itself, and awaiting room in its own mailbox would deadlock.
+        if processor
+            .tell(Release {
+                instance_id: instance.id,
+            })
+            .try_send()
+            .is_err()
+        {
+            tracing::debug!(
+                instance.id = instance.id,
+                "processor mailbox full; release skipped"
+            );
+        }
     }
     if let Some(actor) = shared.instance_actor(instance.id) {
-        let _ = actor.tell(InstanceEnded { instance: instance.clone() }).await;
+        let ended = InstanceEnded {
+            instance: instance.clone(),
+        };
+        if actor.tell(ended).try_send().is_err() {
+            tracing::warn!(
+                instance.id = instance.id,
+                "instance actor mailbox full; retry not planned"
+            );
+        }
     }
 }

@@ -718,9 +718,10 @@ impl Node {
                 if outcome.end == RunEnd::Interrupted {
                     info!("run reported as interrupted by the shutdown");
                 }
-                debug!(end = ?outcome.end, "run end stored");
                 self.recently_finished.insert(instance_id);
+                let end = outcome.end;
                 let seq = self.outbox.append_finished(instance_id, outcome)?.seq;
+                debug!(?end, seq, "run end stored");
                 self.last_appended = seq;
                 self.unflushed.push_back(seq);
                 self.request_flush(seq, Duration::ZERO);
@@ -777,6 +778,7 @@ impl Node {
         {
             self.unflushed.pop_front();
         }
+        debug!(seq = flushed.seq, "outbox flushed");
         self.publish_sendable();
     }
 

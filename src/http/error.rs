@@ -33,7 +33,12 @@ struct Detail<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn with_field(mut self, field: &str) -> ApiError {
@@ -69,7 +74,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let body = Body {
-            error: Detail { code: self.code, message: &self.message, field: self.field.as_deref() },
+            error: Detail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
         };
         HttpResponse::build(self.status).json(body)
     }
@@ -85,7 +94,9 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         match error {
             StoreError::NotFound { .. } => ApiError::not_found(error.to_string()),
-            StoreError::Conflict { field, message } => ApiError::conflict(message).with_field(&field),
+            StoreError::Conflict { field, message } => {
+                ApiError::conflict(message).with_field(&field)
+            }
             StoreError::InUse { message } => ApiError::new(StatusCode::CONFLICT, "in_use", message),
             StoreError::Invalid(field_error) => field_error.into(),
             other => {
@@ -100,7 +111,9 @@ impl From<RunError> for ApiError {
     fn from(error: RunError) -> ApiError {
         match error {
             RunError::TaskNotFound(_) => ApiError::not_found(error.to_string()),
-            RunError::AtLimit { .. } => ApiError::conflict(error.to_string()).with_field("maximum_parallel_runnable_num"),
+            RunError::AtLimit { .. } => {
+                ApiError::conflict(error.to_string()).with_field("maximum_parallel_runnable_num")
+            }
             RunError::Store(store) => store.into(),
         }
     }

@@ -5,9 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::Api;
 use super::error::ApiError;
 use super::resources::path_id;
-use super::Api;
 use crate::actors::instance::KillInstance;
 use crate::domain::entities::{Instance, InstanceStatus};
 use crate::net::messages::Stream;
@@ -36,7 +36,10 @@ pub struct InstanceView {
 impl From<Instance> for InstanceView {
     fn from(instance: Instance) -> InstanceView {
         let status_code = instance.status.code();
-        InstanceView { instance, status_code }
+        InstanceView {
+            instance,
+            status_code,
+        }
     }
 }
 
@@ -48,14 +51,22 @@ fn instance_id(text: &str) -> Result<u64, ApiError> {
 fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(text)
         .map(|at| at.with_timezone(&Utc))
-        .map_err(|e| ApiError::bad_request(field, format!("invalid {field} {text:?}: {e}; use RFC 3339 such as 2026-01-31T12:00:00Z")))
+        .map_err(|e| {
+            ApiError::bad_request(
+                field,
+                format!("invalid {field} {text:?}: {e}; use RFC 3339 such as 2026-01-31T12:00:00Z"),
+            )
+        })
 }
 
 /// Reads the listing filters from the query string.
 fn parse_filter(request: &HttpRequest) -> Result<InstanceFilter, ApiError> {
     let query = web::Query::<Vec<(String, String)>>::from_query(request.query_string())
         .map_err(|e| ApiError::bad_request("query", format!("invalid query string: {e}")))?;
-    let mut filter = InstanceFilter { limit: DEFAULT_LIMIT, ..InstanceFilter::default() };
+    let mut filter = InstanceFilter {
+        limit: DEFAULT_LIMIT,
+        ..InstanceFilter::default()
+    };
     for (key, value) in query.into_inner() {
         match key.as_str() {
             "task_id" => filter.task_id = Some(path_id(&value).map_err(|_| ApiError::bad_request("task_id", format!("invalid task_id {value:?}")))?),
@@ -80,7 +91,10 @@ fn parse_filter(request: &HttpRequest) -> Result<InstanceFilter, ApiError> {
     Ok(filter)
 }
 
-async fn list_instances(api: web::Data<Api>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn list_instances(
+    api: web::Data<Api>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let filter = parse_filter(&request)?;
     let page = api.shared.store.list_instances(&filter)?;
     let views: Vec<InstanceView> = page.instances.into_iter().map(InstanceView::from).collect();
@@ -98,14 +112,21 @@ fn require_instance(api: &Api, id: &str) -> Result<Instance, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("instance {id} not found")))
 }
 
-async fn get_instance(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_instance(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(InstanceView::from(require_instance(&api, &id)?)))
 }
 
 /// The stored bytes of one stream (`?stream=stdout|stderr`, from
 /// `?offset=N`), as they are. The instance's status rides in a header so a
 /// client following the output knows when to stop.
-async fn get_output(api: web::Data<Api>, id: web::Path<String>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn get_output(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let instance = require_instance(&api, &id)?;
     let query = web::Query::<Vec<(String, String)>>::from_query(request.query_string())
         .map_err(|e| ApiError::bad_request("query", format!("invalid query string: {e}")))?;
@@ -117,13 +138,25 @@ async fn get_output(api: web::Data<Api>, id: web::Path<String>, request: HttpReq
                 stream = match value.as_str() {
                     "stdout" => Stream::Stdout,
                     "stderr" => Stream::Stderr,
-                    _ => return Err(ApiError::bad_request("stream", format!("invalid stream {value:?}: use stdout or stderr"))),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "stream",
+                            format!("invalid stream {value:?}: use stdout or stderr"),
+                        ));
+                    }
                 }
             }
             "offset" => {
-                offset = value.parse().map_err(|_| ApiError::bad_request("offset", format!("invalid offset {value:?}")))?
+                offset = value.parse().map_err(|_| {
+                    ApiError::bad_request("offset", format!("invalid offset {value:?}"))
+                })?
             }
-            other => return Err(ApiError::bad_request(other, format!("unknown query parameter {other:?}"))),
+            other => {
+                return Err(ApiError::bad_request(
+                    other,
+                    format!("unknown query parameter {other:?}"),
+                ));
+            }
         }
     }
     let bytes = api.shared.store.read_output(instance.id, stream, offset)?;
@@ -133,10 +166,17 @@ async fn get_output(api: web::Data<Api>, id: web::Path<String>, request: HttpReq
         .body(bytes))
 }
 
-async fn kill_instance(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn kill_instance(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let instance = require_instance(&api, &id)?;
     let not_running = || {
-        ApiError::conflict(format!("instance {} is not running (status {})", instance.id, instance.status.name()))
+        ApiError::conflict(format!(
+            "instance {} is not running (status {})",
+            instance.id,
+            instance.status.name()
+        ))
     };
     if instance.status != InstanceStatus::Running {
         return Err(not_running());
@@ -144,7 +184,11 @@ async fn kill_instance(api: web::Data<Api>, id: web::Path<String>) -> Result<Htt
     let Some(actor) = api.shared.instance_actor(instance.id) else {
         return Err(not_running());
     };
-    actor.ask(KillInstance).await.map_err(|e| ApiError::conflict(format!("kill of instance {} failed: {e}", instance.id)))?;
+    actor
+        .ask(KillInstance)
+        .await
+        .map_err(|e| ApiError::conflict(format!("kill of instance {} failed: {e}", instance.id)))?;
     tracing::info!(instance.id = instance.id, "instance.kill_requested");
-    Ok(HttpResponse::Accepted().json(serde_json::json!({ "id": instance.id.to_string(), "kill": "requested" })))
+    Ok(HttpResponse::Accepted()
+        .json(serde_json::json!({ "id": instance.id.to_string(), "kill": "requested" })))
 }

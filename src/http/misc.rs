@@ -4,8 +4,8 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, parse_json};
 use super::Api;
+use super::error::{ApiError, parse_json};
 use crate::domain::entities::Task;
 use crate::domain::schedule;
 use crate::domain::time_format;
@@ -26,7 +26,9 @@ pub async fn metrics(api: web::Data<Api>) -> HttpResponse {
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found("no such route: see the API section of the README"))
+    Err(ApiError::not_found(
+        "no such route: see the API section of the README",
+    ))
 }
 
 /// Most fire times one preview returns.
@@ -64,18 +66,33 @@ pub async fn cron_preview(body: web::Bytes) -> Result<HttpResponse, ApiError> {
     if request.count == 0 || request.count > MAX_PREVIEW {
         return Err(ApiError::invalid(
             "count",
-            format!("count {} is out of range: use 1 to {MAX_PREVIEW}", request.count),
+            format!(
+                "count {} is out of range: use 1 to {MAX_PREVIEW}",
+                request.count
+            ),
         ));
     }
     let after = request.after.unwrap_or_else(Utc::now);
-    let times = schedule::preview(&request.expression, &request.time_zone, after, request.count)
-        .map_err(|e| {
-            let field = if e.api_field() == "time_zone" { "time_zone" } else { "expression" };
-            ApiError::invalid(field, e.to_string())
-        })?;
+    let times = schedule::preview(
+        &request.expression,
+        &request.time_zone,
+        after,
+        request.count,
+    )
+    .map_err(|e| {
+        let field = if e.api_field() == "time_zone" {
+            "time_zone"
+        } else {
+            "expression"
+        };
+        ApiError::invalid(field, e.to_string())
+    })?;
     Ok(HttpResponse::Ok().json(PreviewResponse {
         expression: request.expression,
         time_zone: request.time_zone,
-        fire_times: times.iter().map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).collect(),
+        fire_times: times
+            .iter()
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .collect(),
     }))
 }

@@ -5,12 +5,12 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::error::{ApiError, parse_json};
 use super::Api;
+use super::error::{ApiError, parse_json};
 use crate::actors::directory::ProcessorLive;
 use crate::domain::entities::{Bind, Group, Id, Processor, Task};
-use crate::domain::validation::{self, FieldError};
 use crate::domain::time_format;
+use crate::domain::validation::{self, FieldError};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -33,8 +33,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 /// Parses an `{id}` path segment.
 pub fn path_id(text: &str) -> Result<Id, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad_request("id", format!("invalid id {text:?}: ids are positive integers")))
+    text.parse().map_err(|_| {
+        ApiError::bad_request(
+            "id",
+            format!("invalid id {text:?}: ids are positive integers"),
+        )
+    })
 }
 
 async fn durable(api: &Api) -> Result<(), ApiError> {
@@ -78,7 +82,11 @@ async fn create_group(api: web::Data<Api>, body: web::Bytes) -> Result<HttpRespo
     Ok(HttpResponse::Created().json(group))
 }
 
-async fn update_group(api: web::Data<Api>, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn update_group(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let input: GroupInput = parse_json(&body)?;
     let mut group = api.shared.store.require::<Group>(path_id(&id)?)?;
     if let Some(name) = input.name {
@@ -97,10 +105,19 @@ async fn update_group(api: web::Data<Api>, id: web::Path<String>, body: web::Byt
     Ok(HttpResponse::Ok().json(group))
 }
 
-async fn delete_group(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_group(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
     let group = api.shared.store.require::<Group>(id)?;
-    if let Some(bind) = api.shared.store.list::<Bind>()?.into_iter().find(|b| b.group_id == id) {
+    if let Some(bind) = api
+        .shared
+        .store
+        .list::<Bind>()?
+        .into_iter()
+        .find(|b| b.group_id == id)
+    {
         return Err(in_use(format!(
             "group {:?} is used by bind {:?} (id {}): delete the bind first",
             group.name, bind.name, bind.id
@@ -194,7 +211,10 @@ async fn list_processors(api: web::Data<Api>) -> Result<HttpResponse, ApiError> 
     Ok(HttpResponse::Ok().json(views))
 }
 
-async fn get_processor(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_processor(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let processor = api.shared.store.require::<Processor>(path_id(&id)?)?;
     Ok(HttpResponse::Ok().json(processor_view(&api, processor)))
 }
@@ -208,7 +228,9 @@ async fn create_processor(api: web::Data<Api>, body: web::Bytes) -> Result<HttpR
         description: input.description.unwrap_or_default(),
         tag: input.tag.unwrap_or_default(),
         host: input.host.ok_or_else(|| missing("host"))?,
-        machine_id: validation::check_machine_id(input.machine_id.ok_or_else(|| missing("machine_id"))?)?,
+        machine_id: validation::check_machine_id(
+            input.machine_id.ok_or_else(|| missing("machine_id"))?,
+        )?,
         public_key: input.public_key,
         created_time: now,
         updated_time: now,
@@ -221,7 +243,11 @@ async fn create_processor(api: web::Data<Api>, body: web::Bytes) -> Result<HttpR
     Ok(HttpResponse::Created().json(processor_view(&api, processor)))
 }
 
-async fn update_processor(api: web::Data<Api>, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn update_processor(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let input: ProcessorInput = parse_json(&body)?;
     let mut processor = api.shared.store.require::<Processor>(path_id(&id)?)?;
     if let Some(name) = input.name {
@@ -250,10 +276,19 @@ async fn update_processor(api: web::Data<Api>, id: web::Path<String>, body: web:
     Ok(HttpResponse::Ok().json(processor_view(&api, processor)))
 }
 
-async fn delete_processor(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_processor(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
     let processor = api.shared.store.require::<Processor>(id)?;
-    if let Some(bind) = api.shared.store.list::<Bind>()?.into_iter().find(|b| b.executor_id == id) {
+    if let Some(bind) = api
+        .shared
+        .store
+        .list::<Bind>()?
+        .into_iter()
+        .find(|b| b.executor_id == id)
+    {
         return Err(in_use(format!(
             "processor {:?} is used by bind {:?} (id {}): delete the bind or move it to another processor first",
             processor.name, bind.name, bind.id
@@ -289,10 +324,21 @@ async fn get_bind(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResp
 /// Checks that a bind's group and processor exist.
 fn check_bind_targets(api: &Api, bind: &Bind) -> Result<(), ApiError> {
     if api.shared.store.get::<Group>(bind.group_id)?.is_none() {
-        return Err(FieldError::new("group_id", format!("group {} not found", bind.group_id)).into());
+        return Err(
+            FieldError::new("group_id", format!("group {} not found", bind.group_id)).into(),
+        );
     }
-    if api.shared.store.get::<Processor>(bind.executor_id)?.is_none() {
-        return Err(FieldError::new("executor_id", format!("processor {} not found", bind.executor_id)).into());
+    if api
+        .shared
+        .store
+        .get::<Processor>(bind.executor_id)?
+        .is_none()
+    {
+        return Err(FieldError::new(
+            "executor_id",
+            format!("processor {} not found", bind.executor_id),
+        )
+        .into());
     }
     Ok(())
 }
@@ -319,7 +365,11 @@ async fn create_bind(api: web::Data<Api>, body: web::Bytes) -> Result<HttpRespon
     Ok(HttpResponse::Created().json(bind))
 }
 
-async fn update_bind(api: web::Data<Api>, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn update_bind(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let input: BindInput = parse_json(&body)?;
     let mut bind = api.shared.store.require::<Bind>(path_id(&id)?)?;
     if let Some(group_id) = input.group_id {
@@ -341,14 +391,24 @@ async fn update_bind(api: web::Data<Api>, id: web::Path<String>, body: web::Byte
     durable(&api).await?;
     api.shared.register_group(bind.group_id);
     api.shared.directory.put_bind(bind.clone());
-    tracing::info!(bind.id = bind.id, processor.id = bind.executor_id, weight = bind.weight, "bind.updated");
+    tracing::info!(
+        bind.id = bind.id,
+        processor.id = bind.executor_id,
+        weight = bind.weight,
+        "bind.updated"
+    );
     Ok(HttpResponse::Ok().json(bind))
 }
 
 async fn delete_bind(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = path_id(&id)?;
     let bind = api.shared.store.require::<Bind>(id)?;
-    let user = api.shared.store.list::<Task>()?.into_iter().find(|t| t.binding_ids.contains(&id));
+    let user = api
+        .shared
+        .store
+        .list::<Task>()?
+        .into_iter()
+        .find(|t| t.binding_ids.contains(&id));
     if let Some(task) = user {
         return Err(in_use(format!(
             "bind {:?} is used by task {:?} (id {}): remove it from the task's binding_ids first",

@@ -6,10 +6,10 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::Api;
 use super::error::{ApiError, parse_json};
 use super::instances::InstanceView;
 use super::resources::path_id;
-use super::Api;
 use crate::actors::instance::KillInstance;
 use crate::actors::scheduler::{PutTask, RemoveTask, RunNow};
 use crate::domain::entities::{Bind, Dispatch, Frequency, Id, InstanceStatus, Task, TaskStatus};
@@ -91,12 +91,16 @@ pub fn next_fire_times(task: &Task, after: DateTime<Utc>, count: usize) -> Vec<D
 fn task_view(api: &Api, task: Task) -> Result<TaskView, ApiError> {
     let state = api.shared.store.task_state(task.id)?;
     let last_instance = match api.shared.store.task_instance_ids(task.id, 1)?.first() {
-        Some(id) => api.shared.store.instance(*id)?.map(|instance| LastInstance {
-            id: instance.id.to_string(),
-            status: instance.status,
-            status_code: instance.status.code(),
-            finished_time: instance.finished_time,
-        }),
+        Some(id) => api
+            .shared
+            .store
+            .instance(*id)?
+            .map(|instance| LastInstance {
+                id: instance.id.to_string(),
+                status: instance.status,
+                status_code: instance.status.code(),
+                finished_time: instance.finished_time,
+            }),
         None => None,
     };
     let times = next_fire_times(&task, Utc::now(), NEXT_FIRE_TIMES);
@@ -162,21 +166,43 @@ pub fn new_task(input: TaskInput, now: DateTime<Utc>) -> Result<Task, FieldError
 /// Applies an edit. A new frequency restarts the count; a new schedule or
 /// zone restarts `@every` intervals from now.
 fn apply_edit(task: &mut Task, input: TaskInput, now: DateTime<Utc>) {
-    if let Some(frequency) = input.frequency {
-        if frequency != task.frequency {
-            task.frequency = frequency;
-            task.remaining_count = frequency.initial_count();
-        }
+    if let Some(frequency) = input.frequency
+        && frequency != task.frequency
+    {
+        task.frequency = frequency;
+        task.remaining_count = frequency.initial_count();
     }
-    let schedule_changed = input.cron_expression.as_ref().is_some_and(|e| *e != task.cron_expression)
-        || input.time_zone.as_ref().is_some_and(|z| *z != task.time_zone);
+    let schedule_changed = input
+        .cron_expression
+        .as_ref()
+        .is_some_and(|e| *e != task.cron_expression)
+        || input
+            .time_zone
+            .as_ref()
+            .is_some_and(|z| *z != task.time_zone);
     if schedule_changed {
         task.schedule_anchor = now;
     }
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(value) = input.$field { task.$field = value; } )* };
     }
-    set!(name, description, command, cron_expression, time_zone, timeout, retry_times, retry_interval, tag, binding_ids, maximum_parallel_runnable_num, dispatch, misfire_grace, env, status);
+    set!(
+        name,
+        description,
+        command,
+        cron_expression,
+        time_zone,
+        timeout,
+        retry_times,
+        retry_interval,
+        tag,
+        binding_ids,
+        maximum_parallel_runnable_num,
+        dispatch,
+        misfire_grace,
+        env,
+        status
+    );
     if let Some(user) = input.run_as {
         task.run_as = Some(user).filter(|u| !u.is_empty());
     }
@@ -195,18 +221,37 @@ pub fn prepare_task(api: &Api, task: &mut Task) -> Result<(), ApiError> {
         let binds = api.shared.store.list::<Bind>()?;
         match binds.as_slice() {
             [only] => task.binding_ids = vec![only.id],
-            [] => return Err(ApiError::invalid("binding_ids", "binding_ids is empty and no bind exists: create a group, a processor and a bind first")),
-            _ => return Err(ApiError::invalid("binding_ids", format!("binding_ids is empty: name one or more of the {} binds (GET /api/v1/binds)", binds.len()))),
+            [] => {
+                return Err(ApiError::invalid(
+                    "binding_ids",
+                    "binding_ids is empty and no bind exists: create a group, a processor and a bind first",
+                ));
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "binding_ids",
+                    format!(
+                        "binding_ids is empty: name one or more of the {} binds (GET /api/v1/binds)",
+                        binds.len()
+                    ),
+                ));
+            }
         }
     }
     let mut seen = Vec::new();
     for id in &task.binding_ids {
         if seen.contains(id) {
-            return Err(ApiError::invalid("binding_ids", format!("bind {id} is listed twice")));
+            return Err(ApiError::invalid(
+                "binding_ids",
+                format!("bind {id} is listed twice"),
+            ));
         }
         seen.push(*id);
         if api.shared.store.get::<Bind>(*id)?.is_none() {
-            return Err(ApiError::invalid("binding_ids", format!("bind {id} not found")));
+            return Err(ApiError::invalid(
+                "binding_ids",
+                format!("bind {id} not found"),
+            ));
         }
     }
     validation::check_task(task)?;
@@ -239,7 +284,11 @@ pub async fn store_edit(api: &Api, mut task: Task) -> Result<Task, ApiError> {
     Ok(task)
 }
 
-async fn update_task(api: web::Data<Api>, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn update_task(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let input: TaskInput = parse_json(&body)?;
     let mut task = api.shared.store.require::<Task>(path_id(&id)?)?;
     apply_edit(&mut task, input, Utc::now());
@@ -263,7 +312,10 @@ async fn enable_task(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpR
     set_status(&api, &id, TaskStatus::Enabled).await
 }
 
-async fn disable_task(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn disable_task(
+    api: web::Data<Api>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     set_status(&api, &id, TaskStatus::Disabled).await
 }
 
@@ -300,7 +352,13 @@ async fn delete_task(
     api.shared.store.delete_task_state(id)?;
     api.shared.store.durable().await?;
     if query.kill_running {
-        for instance in api.shared.store.running_instances()?.into_iter().filter(|i| i.task_id == id) {
+        for instance in api
+            .shared
+            .store
+            .running_instances()?
+            .into_iter()
+            .filter(|i| i.task_id == id)
+        {
             if let Some(actor) = api.shared.instance_actor(instance.id) {
                 let _ = actor.ask(KillInstance).await;
             }

@@ -9,7 +9,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::actors::Shared;
-use crate::actors::processor::{AttachSession, DetachSession, HeartbeatReceived, ProcessorActor, RunAnswered, Session};
+use crate::actors::processor::{
+    AttachSession, DetachSession, HeartbeatReceived, ProcessorActor, RunAnswered, Session,
+};
 use crate::actors::transitions;
 use crate::domain::entities::{Id, InstanceStatus};
 use crate::domain::lifecycle::InstanceEvent;
@@ -82,13 +84,19 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, security_level: 
         Err((code, reason)) => {
             shared.metrics.joins_rejected.fetch_add(1, Relaxed);
             tracing::warn!(peer.addr = %peer, processor.name = %hello.processor_name, %reason, "join rejected");
-            let _ = writer.send(&Message::JoinRejected { reason: reason.clone() }).await;
+            let _ = writer
+                .send(&Message::JoinRejected {
+                    reason: reason.clone(),
+                })
+                .await;
             writer.finish();
             connection.close(code.into(), reason.as_bytes());
             return;
         }
     };
-    let Some((record, _)) = shared.directory.processor(processor_id) else { return };
+    let Some((record, _)) = shared.directory.processor(processor_id) else {
+        return;
+    };
     let welcome = Welcome {
         protocol_version: PROTOCOL_VERSION,
         processor_id,
@@ -117,7 +125,13 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, security_level: 
     }
     tracing::info!(peer.addr = %peer, processor.id = processor_id, processor.name = %hello.processor_name, "executor joined");
 
-    let context = SessionContext { shared: shared.clone(), processor_id, session_id, actor: actor.clone(), outgoing };
+    let context = SessionContext {
+        shared: shared.clone(),
+        processor_id,
+        session_id,
+        actor: actor.clone(),
+        outgoing,
+    };
     read_session(&context, &mut reader, &connection).await;
     let _ = actor.tell(DetachSession { session_id }).await;
     tracing::info!(peer.addr = %peer, processor.id = processor_id, "executor left");
@@ -173,7 +187,11 @@ struct SessionContext {
     outgoing: mpsc::Sender<Message>,
 }
 
-async fn read_session(context: &SessionContext, reader: &mut FrameReader, connection: &quinn::Connection) {
+async fn read_session(
+    context: &SessionContext,
+    reader: &mut FrameReader,
+    connection: &quinn::Connection,
+) {
     loop {
         let message = match reader.next().await {
             Ok(Some(message)) => message,
@@ -198,14 +216,31 @@ async fn handle_message(context: &SessionContext, message: Message) -> Result<()
     let session_id = context.session_id;
     match message {
         Message::Heartbeat(heartbeat) => {
-            let _ = context.actor.tell(HeartbeatReceived { session_id, heartbeat }).await;
+            let _ = context
+                .actor
+                .tell(HeartbeatReceived {
+                    session_id,
+                    heartbeat,
+                })
+                .await;
         }
         Message::RunAccepted { instance_id } => {
-            let answer = RunAnswered { session_id, instance_id, result: Ok(()) };
+            let answer = RunAnswered {
+                session_id,
+                instance_id,
+                result: Ok(()),
+            };
             let _ = context.actor.tell(answer).await;
         }
-        Message::RunRejected { instance_id, reason } => {
-            let answer = RunAnswered { session_id, instance_id, result: Err(reason) };
+        Message::RunRejected {
+            instance_id,
+            reason,
+        } => {
+            let answer = RunAnswered {
+                session_id,
+                instance_id,
+                result: Err(reason),
+            };
             let _ = context.actor.tell(answer).await;
         }
         Message::Event(event) => {
@@ -227,16 +262,28 @@ async fn handle_message(context: &SessionContext, message: Message) -> Result<()
                 let _ = outgoing.send(Message::Ack { event_seq: seq }).await;
             });
         }
-        other => return Err(format!("unexpected {} message from an executor", other.kind())),
+        other => {
+            return Err(format!(
+                "unexpected {} message from an executor",
+                other.kind()
+            ));
+        }
     }
     Ok(())
 }
 
 /// Applies an executor's event. Returns whether its acknowledgement must
 /// wait for a flush (outcomes do; output chunks ride on the next flush).
-async fn apply_event(shared: &Arc<Shared>, processor_id: Id, event: Event) -> Result<bool, StoreError> {
+async fn apply_event(
+    shared: &Arc<Shared>,
+    processor_id: Id,
+    event: Event,
+) -> Result<bool, StoreError> {
     let Some(instance) = shared.store.instance(event.instance_id)? else {
-        tracing::warn!(instance.id = event.instance_id, "event for an unknown instance ignored");
+        tracing::warn!(
+            instance.id = event.instance_id,
+            "event for an unknown instance ignored"
+        );
         return Ok(false);
     };
     if instance.executor_processor_id != Some(processor_id) {
@@ -249,23 +296,43 @@ async fn apply_event(shared: &Arc<Shared>, processor_id: Id, event: Event) -> Re
     }
     shared.metrics.events_applied.fetch_add(1, Relaxed);
     let cap = shared.settings.output_cap;
-    let open = matches!(instance.status, InstanceStatus::Running | InstanceStatus::Unknown);
+    let open = matches!(
+        instance.status,
+        InstanceStatus::Running | InstanceStatus::Unknown
+    );
     match event.kind {
         EventKind::Started { at, .. } => {
             transitions::apply(shared, instance.id, InstanceEvent::Started { at }).await?;
             Ok(false)
         }
-        EventKind::Output { stream, offset, bytes } => {
+        EventKind::Output {
+            stream,
+            offset,
+            bytes,
+        } => {
             if open {
-                shared.store.append_output(instance.id, stream, offset, &bytes, cap)?;
+                shared
+                    .store
+                    .append_output(instance.id, stream, offset, &bytes, cap)?;
             }
             Ok(false)
         }
-        EventKind::Tail { stream, keep, cut, bytes } => {
+        EventKind::Tail {
+            stream,
+            keep,
+            cut,
+            bytes,
+        } => {
             if open {
                 let keep = keep.min(cap / 2);
                 let tail = &bytes[..bytes.len().min((cap / 2) as usize)];
-                shared.store.apply_output_tail(instance.id, stream, keep, &cut_marker(cut), tail)?;
+                shared.store.apply_output_tail(
+                    instance.id,
+                    stream,
+                    keep,
+                    &cut_marker(cut),
+                    tail,
+                )?;
             }
             Ok(false)
         }

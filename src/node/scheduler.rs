@@ -32,7 +32,12 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    pub fn new(data_dir: PathBuf, http: SocketAddr, quic: SocketAddr, security_level: u8) -> SchedulerConfig {
+    pub fn new(
+        data_dir: PathBuf,
+        http: SocketAddr,
+        quic: SocketAddr,
+        security_level: u8,
+    ) -> SchedulerConfig {
         SchedulerConfig {
             data_dir,
             http,
@@ -60,13 +65,19 @@ pub struct SchedulerNode {
 
 impl SchedulerNode {
     pub async fn start(config: SchedulerConfig) -> anyhow::Result<SchedulerNode> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("failed to create the data directory {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "failed to create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
         let store_dir = config.data_dir.join("store");
         let store = Store::open(&store_dir, config.cache_bytes)
             .with_context(|| format!("failed to open the store in {}", store_dir.display()))?;
         let shared = Arc::new(Shared {
-            ids: Mutex::new(SnowflakeGenerator::resume_after(store.newest_instance_id()?)),
+            ids: Mutex::new(SnowflakeGenerator::resume_after(
+                store.newest_instance_id()?,
+            )),
             store,
             metrics: Arc::new(Metrics::default()),
             settings: config.settings.clone(),
@@ -85,10 +96,16 @@ impl SchedulerNode {
         let endpoint = quinn::Endpoint::server(server_config, config.quic)
             .with_context(|| format!("failed to bind the QUIC address {}", config.quic))?;
         let quic_addr = endpoint.local_addr()?;
-        tokio::spawn(listener::serve(endpoint.clone(), shared.clone(), config.security_level, shutdown_rx.clone()));
+        tokio::spawn(listener::serve(
+            endpoint.clone(),
+            shared.clone(),
+            config.security_level,
+            shutdown_rx.clone(),
+        ));
 
-        let (server, http_addr) = crate::http::bind(config.http, shared.clone(), config.http_workers)
-            .with_context(|| format!("failed to bind the HTTP address {}", config.http))?;
+        let (server, http_addr) =
+            crate::http::bind(config.http, shared.clone(), config.http_workers)
+                .with_context(|| format!("failed to bind the HTTP address {}", config.http))?;
         let http = server.handle();
         tokio::spawn(server);
         tokio::spawn(purge_loop(shared.clone(), shutdown_rx));
@@ -100,7 +117,14 @@ impl SchedulerNode {
                 "security level 0: any node that reaches the QUIC address can join as an executor and receive commands"
             );
         }
-        Ok(SchedulerNode { http_addr, quic_addr, shared, shutdown, http, endpoint })
+        Ok(SchedulerNode {
+            http_addr,
+            quic_addr,
+            shared,
+            shutdown,
+            http,
+            endpoint,
+        })
     }
 
     /// Stops accepting work, closes executor connections, flushes the store.
@@ -108,7 +132,8 @@ impl SchedulerNode {
         tracing::info!("scheduler.stopping");
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
-        self.endpoint.close(close_code::NORMAL.into(), b"scheduler shutting down");
+        self.endpoint
+            .close(close_code::NORMAL.into(), b"scheduler shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
         if let Err(error) = self.shared.store.flush_now() {
             tracing::error!(%error, "final store flush failed");
@@ -135,7 +160,10 @@ fn load_directory(shared: &Arc<Shared>) -> anyhow::Result<()> {
 async fn recover_running(shared: &Arc<Shared>) -> anyhow::Result<()> {
     let running = shared.store.running_instances()?;
     if !running.is_empty() {
-        tracing::info!(count = running.len(), "scheduler.recovering_running_instances");
+        tracing::info!(
+            count = running.len(),
+            "scheduler.recovering_running_instances"
+        );
     }
     for instance in running {
         let Some(task) = shared.store.get::<Task>(instance.task_id)? else {
@@ -152,7 +180,8 @@ async fn purge_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(PURGE_EVERY) => {}
             _ = shutdown.changed() => return,
         }
-        let retention = chrono::Duration::from_std(shared.settings.retention).unwrap_or(chrono::Duration::days(14));
+        let retention = chrono::Duration::from_std(shared.settings.retention)
+            .unwrap_or(chrono::Duration::days(14));
         let cutoff = chrono::Utc::now() - retention;
         let store = shared.store.clone();
         match tokio::task::spawn_blocking(move || store.purge_instances_before(cutoff)).await {

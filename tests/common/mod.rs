@@ -75,15 +75,25 @@ impl Node {
                 log.push('\n');
             }
         });
-        Node { child, log, data_dir: data_dir.to_path_buf(), http: None, quic: None }
+        Node {
+            child,
+            log,
+            data_dir: data_dir.to_path_buf(),
+            http: None,
+            quic: None,
+        }
     }
 
     fn wait_for_addresses(mut self) -> Node {
         let log = self.log.clone();
-        let (http, quic) = wait_for("the node to log its addresses", Duration::from_secs(60), || {
-            let text = log.lock().unwrap();
-            Some((field(&text, "http.addr")?, field(&text, "quic.addr")?))
-        });
+        let (http, quic) = wait_for(
+            "the node to log its addresses",
+            Duration::from_secs(60),
+            || {
+                let text = log.lock().unwrap();
+                Some((field(&text, "http.addr")?, field(&text, "quic.addr")?))
+            },
+        );
         self.http = Some(http);
         self.quic = Some(quic);
         self
@@ -96,8 +106,20 @@ impl Node {
 
     pub fn standalone_with(data_dir: &Path, envs: &[(&str, &str)]) -> Node {
         let dir = data_dir.to_str().unwrap();
-        Self::spawn(&["standalone", "--data-dir", dir, "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0"], data_dir, envs)
-            .wait_for_addresses()
+        Self::spawn(
+            &[
+                "standalone",
+                "--data-dir",
+                dir,
+                "--http",
+                "127.0.0.1:0",
+                "--quic",
+                "127.0.0.1:0",
+            ],
+            data_dir,
+            envs,
+        )
+        .wait_for_addresses()
     }
 
     /// `delicate scheduler` on free ports.
@@ -108,15 +130,39 @@ impl Node {
     /// `delicate scheduler` on given addresses, for restarts on the same ports.
     pub fn scheduler_at(data_dir: &Path, http: &str, quic: &str) -> Node {
         let dir = data_dir.to_str().unwrap();
-        Self::spawn(&["scheduler", "--data-dir", dir, "--http", http, "--quic", quic], data_dir, &[])
-            .wait_for_addresses()
+        Self::spawn(
+            &[
+                "scheduler",
+                "--data-dir",
+                dir,
+                "--http",
+                http,
+                "--quic",
+                quic,
+            ],
+            data_dir,
+            &[],
+        )
+        .wait_for_addresses()
     }
 
     /// `delicate executor` joining `scheduler` as processor `name`.
     pub fn executor(data_dir: &Path, scheduler: SocketAddr, name: &str) -> Node {
         let dir = data_dir.to_str().unwrap();
         let address = scheduler.to_string();
-        Self::spawn(&["executor", "--data-dir", dir, "--scheduler", &address, "--name", name], data_dir, &[])
+        Self::spawn(
+            &[
+                "executor",
+                "--data-dir",
+                dir,
+                "--scheduler",
+                &address,
+                "--name",
+                name,
+            ],
+            data_dir,
+            &[],
+        )
     }
 
     pub fn pid(&self) -> u32 {
@@ -145,7 +191,10 @@ impl Node {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "node did not exit within 30 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "node did not exit within 30 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -163,7 +212,14 @@ impl Drop for Node {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();
             let start = lines.len().saturating_sub(150);
-            eprintln!("--- last lines of node {} ---\n{}", self.child.id(), lines[start..].join("\n"));
+            let path = std::env::temp_dir().join(format!("delicate-node-{}.log", self.child.id()));
+            let _ = std::fs::write(&path, &log);
+            eprintln!(
+                "--- last lines of node {} (whole log in {}) ---\n{}",
+                self.child.id(),
+                path.display(),
+                lines[start..].join("\n")
+            );
         }
         if let Ok(None) = self.child.try_wait() {
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -199,37 +255,73 @@ impl Api {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Api { base: format!("http://{addr}"), agent }
+        Api {
+            base: format!("http://{addr}"),
+            agent,
+        }
     }
 
     fn read(mut response: ureq::http::Response<ureq::Body>) -> (u16, Value) {
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        Self::read(self.agent.get(format!("{}{path}", self.base)).call().expect("GET request"))
+        Self::read(
+            self.agent
+                .get(format!("{}{path}", self.base))
+                .call()
+                .expect("GET request"),
+        )
     }
 
     pub fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
-        let mut response = self.agent.get(format!("{}{path}", self.base)).call().expect("GET request");
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .expect("GET request");
         let status = response.status().as_u16();
-        let bytes = response.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec().unwrap();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .unwrap();
         (status, bytes)
     }
 
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        Self::read(self.agent.post(format!("{}{path}", self.base)).send_json(body).expect("POST request"))
+        Self::read(
+            self.agent
+                .post(format!("{}{path}", self.base))
+                .send_json(body)
+                .expect("POST request"),
+        )
     }
 
     pub fn patch(&self, path: &str, body: Value) -> (u16, Value) {
-        Self::read(self.agent.patch(format!("{}{path}", self.base)).send_json(body).expect("PATCH request"))
+        Self::read(
+            self.agent
+                .patch(format!("{}{path}", self.base))
+                .send_json(body)
+                .expect("PATCH request"),
+        )
     }
 
     pub fn delete(&self, path: &str) -> (u16, Value) {
-        Self::read(self.agent.delete(format!("{}{path}", self.base)).call().expect("DELETE request"))
+        Self::read(
+            self.agent
+                .delete(format!("{}{path}", self.base))
+                .call()
+                .expect("DELETE request"),
+        )
     }
 
     /// POSTs and asserts a 201, returning the body.
@@ -262,23 +354,37 @@ impl Api {
 
     /// Waits until the processor is online.
     pub fn wait_online(&self, processor_id: u64, timeout: Duration) {
-        wait_for(&format!("processor {processor_id} to be online"), timeout, || {
-            let (_, processor) = self.get(&format!("/api/v1/processors/{processor_id}"));
-            (processor["online"] == true).then_some(())
-        });
+        wait_for(
+            &format!("processor {processor_id} to be online"),
+            timeout,
+            || {
+                let (_, processor) = self.get(&format!("/api/v1/processors/{processor_id}"));
+                (processor["online"] == true).then_some(())
+            },
+        );
     }
 }
 
 /// Processes whose command line contains `marker`, as pids.
 pub fn processes_with(marker: &str) -> Vec<u32> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
     for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
         let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+            .map(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            })
             .unwrap_or(false);
         if text.contains(marker) && !zombie {
             found.push(pid);
