@@ -255,6 +255,10 @@ impl Message<DispatchInstance> for InstanceActor {
                     return;
                 }
                 Err(reason) => {
+                    // NOTE: when the connection drops after the executor took
+                    // the run but before its acceptance arrived, the run may
+                    // start on two machines. Events from the first one are
+                    // ignored because they name another processor.
                     tracing::warn!(instance.id = self.instance.id, processor.id = ?self.instance.executor_processor_id, %reason, "instance.offer_failed");
                     match self.next_route().await {
                         Some(route) => self.move_to(&route),

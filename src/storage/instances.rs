@@ -260,10 +260,8 @@ impl Store {
         };
 
         let mut instances = Vec::new();
-        let mut last_seen = None;
         for (scanned, id) in ids.enumerate() {
             let id = id?;
-            last_seen = Some(id);
             if scanned >= MAX_SCAN {
                 return Ok(InstancePage {
                     instances,
@@ -290,7 +288,6 @@ impl Store {
                 });
             }
         }
-        let _ = last_seen;
         Ok(InstancePage {
             instances,
             next_cursor: None,
