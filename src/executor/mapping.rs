@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use crate::domain::lifecycle::{Outcome, RunEnd};
 use crate::net::messages::{EventKind, RunRequest, Stream};
 
-use super::process::{self, OutputStream, RunEvent, RunOutcome, RunSpec};
+use super::process::{OutputStream, RunEvent, RunSpec};
 
 /// Maximum timeout taken from a request, about 100 years. Larger values are
 /// clamped, because a deadline past the range of the clock would panic.
@@ -43,22 +42,6 @@ pub(crate) fn stream(stream: OutputStream) -> Stream {
     }
 }
 
-pub(crate) fn outcome(outcome: RunOutcome) -> Outcome {
-    let end = match outcome.end {
-        process::RunEnd::Exited => RunEnd::Exited,
-        process::RunEnd::TimedOut => RunEnd::TimedOut,
-        process::RunEnd::Killed => RunEnd::Killed,
-        process::RunEnd::SpawnFailed => RunEnd::SpawnFailed,
-    };
-    Outcome {
-        end,
-        exit_code: outcome.exit_code,
-        signal: outcome.signal,
-        reason: outcome.reason,
-        finished_at: outcome.finished_at,
-    }
-}
-
 /// Converts a runner event to the event stored in the outbox.
 pub(crate) fn event_kind(event: RunEvent) -> EventKind {
     match event {
@@ -81,7 +64,7 @@ pub(crate) fn event_kind(event: RunEvent) -> EventKind {
             cut: tail.cut,
             bytes: tail.bytes,
         },
-        RunEvent::Finished(finished) => EventKind::Finished(outcome(finished)),
+        RunEvent::Finished(finished) => EventKind::Finished(finished),
     }
 }
 

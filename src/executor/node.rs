@@ -713,7 +713,7 @@ impl Node {
                     .runs
                     .remove(&instance_id)
                     .and_then(|run| run.kill_cause);
-                let outcome = final_outcome(mapping::outcome(finished), kill_cause);
+                let outcome = final_outcome(finished, kill_cause);
                 // The runner logs how the run ended.
                 if outcome.end == RunEnd::Interrupted {
                     info!("run reported as interrupted by the shutdown");

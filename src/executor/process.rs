@@ -147,29 +147,10 @@ pub enum RunEvent {
     Finished(RunOutcome),
 }
 
-/// Kind of end of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RunEnd {
-    /// The main process exited by itself, with an exit code or a signal.
-    Exited,
-    /// The timeout elapsed and the runner ended the process group.
-    TimedOut,
-    /// A [`KillRun`] ended the process group.
-    Killed,
-    /// The child never started.
-    SpawnFailed,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunOutcome {
-    pub end: RunEnd,
-    pub exit_code: Option<i32>,
-    /// Signal that terminated the main process, if any.
-    pub signal: Option<i32>,
-    /// Human-readable cause of an abnormal end. `None` for exit code 0.
-    pub reason: Option<String>,
-    pub finished_at: DateTime<Utc>,
-}
+/// How a run ended and its outcome: the same types the scheduler stores,
+/// so an outcome crosses the wire unchanged. The runner never produces
+/// `RunEnd::Interrupted`; the executor node does, when it stops or restarts.
+pub use crate::domain::lifecycle::{Outcome as RunOutcome, RunEnd};
 
 /// Actor supervising the child of one task instance.
 ///
