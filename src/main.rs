@@ -30,6 +30,8 @@ enum Command {
     /// Work with cron expressions, locally.
     #[command(subcommand)]
     Cron(CronCommand),
+    #[command(flatten)]
+    Client(delicate::cli::ClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -72,7 +74,10 @@ struct ExecutorArgs {
 
 fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
+    let cli = match Cli::parse().command {
+        Command::Client(command) => return delicate::cli::run(command),
+        command => Cli { command },
+    };
     if let Command::Cron(CronCommand::Preview(args)) = &cli.command {
         return run_preview(args);
     }
@@ -89,7 +94,7 @@ fn main() -> ExitCode {
             Command::Standalone(args) => run_standalone(args).await,
             Command::Scheduler(args) => run_scheduler(args).await,
             Command::Executor(args) => run_executor(args).await,
-            Command::Cron(_) => unreachable!("handled before the runtime starts"),
+            Command::Cron(_) | Command::Client(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
