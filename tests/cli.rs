@@ -53,7 +53,13 @@ fn cli_with(server: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
 /// Runs the CLI and asserts exit status 0.
 fn ok(server: &str, args: &[&str]) -> Run {
     let run = cli(server, args);
-    assert_eq!(run.code, 0, "delicate {args:?} failed: {}{}", run.stderr, run.text());
+    assert_eq!(
+        run.code,
+        0,
+        "delicate {args:?} failed: {}{}",
+        run.stderr,
+        run.text()
+    );
     run
 }
 
@@ -67,10 +73,14 @@ fn start() -> (tempfile::TempDir, Node, String) {
 
 /// Waits until the instance has ended and returns it as JSON.
 fn ended_instance(server: &str, id: &str) -> Value {
-    wait_for(&format!("instance {id} to end"), Duration::from_secs(60), || {
-        let instance = ok(server, &["instance", "show", id, "--json"]).json();
-        (instance["status"] != "running").then_some(instance)
-    })
+    wait_for(
+        &format!("instance {id} to end"),
+        Duration::from_secs(60),
+        || {
+            let instance = ok(server, &["instance", "show", id, "--json"]).json();
+            (instance["status"] != "running").then_some(instance)
+        },
+    )
 }
 
 #[test]
@@ -78,13 +88,48 @@ fn task_verbs_by_name_and_id() {
     let (_dir, _node, server) = start();
     let s = server.as_str();
 
-    let created = ok(s, &[
-        "task", "create", "--name", "report", "--cron", "0 3 * * *", "--command", "echo out; echo err >&2",
-        "--tz", "Europe/Berlin", "--bind", "default-local", "--timeout", "30", "--retries", "2",
-        "--retry-interval", "5", "--max-parallel", "3", "--dispatch", "broadcast", "--count", "4",
-        "--env", "A=1", "--env", "B=two words", "--description", "nightly report", "--tag", "reports",
-        "--misfire-grace", "90", "--mailto", "ops@example.com", "--json",
-    ])
+    let created = ok(
+        s,
+        &[
+            "task",
+            "create",
+            "--name",
+            "report",
+            "--cron",
+            "0 3 * * *",
+            "--command",
+            "echo out; echo err >&2",
+            "--tz",
+            "Europe/Berlin",
+            "--bind",
+            "default-local",
+            "--timeout",
+            "30",
+            "--retries",
+            "2",
+            "--retry-interval",
+            "5",
+            "--max-parallel",
+            "3",
+            "--dispatch",
+            "broadcast",
+            "--count",
+            "4",
+            "--env",
+            "A=1",
+            "--env",
+            "B=two words",
+            "--description",
+            "nightly report",
+            "--tag",
+            "reports",
+            "--misfire-grace",
+            "90",
+            "--mailto",
+            "ops@example.com",
+            "--json",
+        ],
+    )
     .json();
     let id = created["id"].as_u64().unwrap();
     let id_text = id.to_string();
@@ -95,8 +140,14 @@ fn task_verbs_by_name_and_id() {
     assert_eq!(created["retry_interval"], 5);
     assert_eq!(created["maximum_parallel_runnable_num"], 3);
     assert_eq!(created["dispatch"], "broadcast");
-    assert_eq!(created["frequency"], serde_json::json!({"mode": "count_down", "count": 4}));
-    assert_eq!(created["env"], serde_json::json!({"A": "1", "B": "two words"}));
+    assert_eq!(
+        created["frequency"],
+        serde_json::json!({"mode": "count_down", "count": 4})
+    );
+    assert_eq!(
+        created["env"],
+        serde_json::json!({"A": "1", "B": "two words"})
+    );
     assert_eq!(created["description"], "nightly report");
     assert_eq!(created["tag"], "reports");
     assert_eq!(created["misfire_grace"], 90);
@@ -104,11 +155,25 @@ fn task_verbs_by_name_and_id() {
 
     let table = ok(s, &["task", "list"]).text();
     let header = table.lines().next().unwrap();
-    for column in ["ID", "NAME", "SCHEDULE", "ZONE", "STATUS", "NEXT FIRE", "LAST RUN"] {
+    for column in [
+        "ID",
+        "NAME",
+        "SCHEDULE",
+        "ZONE",
+        "STATUS",
+        "NEXT FIRE",
+        "LAST RUN",
+    ] {
         assert!(header.contains(column), "{header:?} lacks {column}");
     }
     let row = table.lines().nth(1).unwrap();
-    for value in [id_text.as_str(), "report", "0 3 * * *", "Europe/Berlin", "enabled"] {
+    for value in [
+        id_text.as_str(),
+        "report",
+        "0 3 * * *",
+        "Europe/Berlin",
+        "enabled",
+    ] {
         assert!(row.contains(value), "{row:?} lacks {value}");
     }
     let listed = ok(s, &["task", "list", "--json"]).json();
@@ -118,7 +183,10 @@ fn task_verbs_by_name_and_id() {
     let narrow = cli_with(s, &["task", "list"], &[("COLUMNS", "50")]);
     assert_eq!(narrow.code, 0, "{}", narrow.stderr);
     for line in narrow.text().lines() {
-        assert!(line.chars().count() <= 50, "{line:?} is wider than COLUMNS=50");
+        assert!(
+            line.chars().count() <= 50,
+            "{line:?} is wider than COLUMNS=50"
+        );
     }
 
     for reference in ["report", id_text.as_str()] {
@@ -128,13 +196,30 @@ fn task_verbs_by_name_and_id() {
         assert!(shown.contains("B=two words"), "{shown}");
     }
 
-    let edited = ok(s, &[
-        "task", "edit", "report", "--cron", "*/5 * * * *", "--env", "C=3", "--unset-env", "A",
-        "--repeat", "--run-as", "", "--json",
-    ])
+    let edited = ok(
+        s,
+        &[
+            "task",
+            "edit",
+            "report",
+            "--cron",
+            "*/5 * * * *",
+            "--env",
+            "C=3",
+            "--unset-env",
+            "A",
+            "--repeat",
+            "--run-as",
+            "",
+            "--json",
+        ],
+    )
     .json();
     assert_eq!(edited["cron_expression"], "*/5 * * * *");
-    assert_eq!(edited["env"], serde_json::json!({"B": "two words", "C": "3"}));
+    assert_eq!(
+        edited["env"],
+        serde_json::json!({"B": "two words", "C": "3"})
+    );
     assert_eq!(edited["frequency"], serde_json::json!({"mode": "repeat"}));
     assert_eq!(edited["timeout"], 30, "fields left out keep their value");
 
@@ -154,14 +239,37 @@ fn task_verbs_by_name_and_id() {
 
     let instances = ok(s, &["instance", "list", "--task", "report"]).text();
     let header = instances.lines().next().unwrap();
-    for column in ["ID", "TASK", "PROCESSOR", "STATUS", "TRIGGER", "ATTEMPT", "START", "DURATION", "EXIT"] {
+    for column in [
+        "ID",
+        "TASK",
+        "PROCESSOR",
+        "STATUS",
+        "TRIGGER",
+        "ATTEMPT",
+        "START",
+        "DURATION",
+        "EXIT",
+    ] {
         assert!(header.contains(column), "{header:?} lacks {column}");
     }
     let row = instances.lines().nth(1).unwrap();
-    for value in [instance_id.as_str(), "report", "local", "finished", "manual"] {
+    for value in [
+        instance_id.as_str(),
+        "report",
+        "local",
+        "finished",
+        "manual",
+    ] {
         assert!(row.contains(value), "{row:?} lacks {value}");
     }
-    let filtered = ok(s, &["instance", "list", "--task", &id_text, "--status", "finished", "--since", "1h", "--json"]).json();
+    let filtered = ok(
+        s,
+        &[
+            "instance", "list", "--task", &id_text, "--status", "finished", "--since", "1h",
+            "--json",
+        ],
+    )
+    .json();
     assert_eq!(filtered.as_array().unwrap().len(), 1, "{filtered}");
     let none = ok(s, &["instance", "list", "--status", "running", "--json"]).json();
     assert_eq!(none, serde_json::json!([]));
@@ -177,7 +285,11 @@ fn task_verbs_by_name_and_id() {
     assert!(deleted.contains("deleted"), "{deleted}");
     let missing = cli(s, &["task", "show", "report"]);
     assert_eq!(missing.code, 1);
-    assert!(missing.stderr.contains("task \"report\" not found"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("task \"report\" not found"),
+        "{}",
+        missing.stderr
+    );
     let missing = cli(s, &["task", "show", &id_text]);
     assert_eq!(missing.code, 1);
 }
@@ -186,16 +298,44 @@ fn task_verbs_by_name_and_id() {
 fn output_bytes_follow_and_kill() {
     let (_dir, _node, server) = start();
     let s = server.as_str();
-    ok(s, &["task", "create", "--name", "binary", "--cron", "0 0 1 1 *", "--command", r"printf '\377\376x'"]);
+    ok(
+        s,
+        &[
+            "task",
+            "create",
+            "--name",
+            "binary",
+            "--cron",
+            "0 0 1 1 *",
+            "--command",
+            r"printf '\377\376x'",
+        ],
+    );
     let run = ok(s, &["task", "run", "binary", "--json"]).json();
     let id = run["instances"][0]["id"].as_str().unwrap().to_string();
     ended_instance(s, &id);
     let output = ok(s, &["instance", "output", &id]);
-    assert_eq!(output.stdout, [0xff, 0xfe, b'x'], "bytes that are not UTF-8 come out as they are");
+    assert_eq!(
+        output.stdout,
+        [0xff, 0xfe, b'x'],
+        "bytes that are not UTF-8 come out as they are"
+    );
 
     let marker = unique_sleep(603);
     let command = format!("echo first; sleep 1; echo second; sleep {marker}");
-    ok(s, &["task", "create", "--name", "slow", "--cron", "0 0 1 1 *", "--command", &command]);
+    ok(
+        s,
+        &[
+            "task",
+            "create",
+            "--name",
+            "slow",
+            "--cron",
+            "0 0 1 1 *",
+            "--command",
+            &command,
+        ],
+    );
     let run = ok(s, &["task", "run", "slow", "--json"]).json();
     let id = run["instances"][0]["id"].as_str().unwrap().to_string();
 
@@ -215,8 +355,15 @@ fn output_bytes_follow_and_kill() {
     assert_eq!(instance["status"], "manual_cancellation", "{instance}");
 
     let followed = follower.wait_with_output().unwrap();
-    assert!(followed.status.success(), "{}", String::from_utf8_lossy(&followed.stderr));
-    assert_eq!(followed.stdout, b"first\nsecond\n", "--follow prints every byte and stops at the end");
+    assert!(
+        followed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&followed.stderr)
+    );
+    assert_eq!(
+        followed.stdout, b"first\nsecond\n",
+        "--follow prints every byte and stops at the end"
+    );
 
     let again = cli(s, &["instance", "kill", &id]);
     assert_eq!(again.code, 1);
@@ -228,34 +375,109 @@ fn resource_verbs_by_name_and_id() {
     let (dir, _node, server) = start();
     let s = server.as_str();
 
-    let group = ok(s, &["group", "create", "--name", "billing", "--description", "invoices", "--tag", "finance", "--json"]).json();
+    let group = ok(
+        s,
+        &[
+            "group",
+            "create",
+            "--name",
+            "billing",
+            "--description",
+            "invoices",
+            "--tag",
+            "finance",
+            "--json",
+        ],
+    )
+    .json();
     let group_id = group["id"].as_u64().unwrap().to_string();
     let key_file = dir.path().join("key.pem");
-    std::fs::write(&key_file, "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").unwrap();
-    let processor = ok(s, &[
-        "processor", "create", "--name", "worker-1", "--host", "10.0.0.5", "--machine-id", "7",
-        "--public-key-file", key_file.to_str().unwrap(), "--json",
-    ])
+    std::fs::write(
+        &key_file,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let processor = ok(
+        s,
+        &[
+            "processor",
+            "create",
+            "--name",
+            "worker-1",
+            "--host",
+            "10.0.0.5",
+            "--machine-id",
+            "7",
+            "--public-key-file",
+            key_file.to_str().unwrap(),
+            "--json",
+        ],
+    )
     .json();
     let processor_id = processor["id"].as_u64().unwrap().to_string();
-    assert!(processor["public_key_fingerprint"].as_str().unwrap().starts_with("SHA256:"));
-    let bind = ok(s, &["bind", "create", "--name", "billing-1", "--group", "billing", "--processor", &processor_id, "--weight", "3", "--json"]).json();
+    assert!(
+        processor["public_key_fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:")
+    );
+    let bind = ok(
+        s,
+        &[
+            "bind",
+            "create",
+            "--name",
+            "billing-1",
+            "--group",
+            "billing",
+            "--processor",
+            &processor_id,
+            "--weight",
+            "3",
+            "--json",
+        ],
+    )
+    .json();
     let bind_id = bind["id"].as_u64().unwrap().to_string();
     assert_eq!(bind["group_id"].to_string(), group_id);
     assert_eq!(bind["weight"], 3);
 
     let groups = ok(s, &["group", "list"]).text();
-    assert!(groups.lines().any(|l| l.contains("billing") && l.contains("finance")), "{groups}");
+    assert!(
+        groups
+            .lines()
+            .any(|l| l.contains("billing") && l.contains("finance")),
+        "{groups}"
+    );
     let processors = ok(s, &["processor", "list"]).text();
-    assert!(processors.lines().any(|l| l.contains("worker-1") && l.contains("10.0.0.5") && l.contains("false")), "{processors}");
+    assert!(
+        processors
+            .lines()
+            .any(|l| l.contains("worker-1") && l.contains("10.0.0.5") && l.contains("false")),
+        "{processors}"
+    );
     let binds = ok(s, &["bind", "list"]).text();
-    let row = binds.lines().find(|l| l.contains("billing-1")).unwrap_or_else(|| panic!("{binds}"));
+    let row = binds
+        .lines()
+        .find(|l| l.contains("billing-1"))
+        .unwrap_or_else(|| panic!("{binds}"));
     for value in ["billing", "worker-1", "3"] {
         assert!(row.contains(value), "{row:?} lacks {value}");
     }
-    assert_eq!(ok(s, &["bind", "list", "--json"]).json().as_array().unwrap().len(), 2);
+    assert_eq!(
+        ok(s, &["bind", "list", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 
-    for (kind, name, id) in [("group", "billing", &group_id), ("processor", "worker-1", &processor_id), ("bind", "billing-1", &bind_id)] {
+    for (kind, name, id) in [
+        ("group", "billing", &group_id),
+        ("processor", "worker-1", &processor_id),
+        ("bind", "billing-1", &bind_id),
+    ] {
         let by_name = ok(s, &[kind, "show", name, "--json"]).json();
         let by_id = ok(s, &[kind, "show", id, "--json"]).json();
         assert_eq!(by_name, by_id, "{kind} by name and by id");
@@ -263,24 +485,91 @@ fn resource_verbs_by_name_and_id() {
         assert!(text.starts_with("id:"), "{text}");
     }
 
-    let edited = ok(s, &["group", "edit", "billing", "--description", "all invoices", "--json"]).json();
+    let edited = ok(
+        s,
+        &[
+            "group",
+            "edit",
+            "billing",
+            "--description",
+            "all invoices",
+            "--json",
+        ],
+    )
+    .json();
     assert_eq!(edited["description"], "all invoices");
-    let edited = ok(s, &["processor", "edit", "worker-1", "--host", "10.0.0.6", "--json"]).json();
+    let edited = ok(
+        s,
+        &[
+            "processor",
+            "edit",
+            "worker-1",
+            "--host",
+            "10.0.0.6",
+            "--json",
+        ],
+    )
+    .json();
     assert_eq!(edited["host"], "10.0.0.6");
-    let edited = ok(s, &["bind", "edit", &bind_id, "--weight", "0", "--processor", "local", "--name", "billing-local", "--json"]).json();
+    let edited = ok(
+        s,
+        &[
+            "bind",
+            "edit",
+            &bind_id,
+            "--weight",
+            "0",
+            "--processor",
+            "local",
+            "--name",
+            "billing-local",
+            "--json",
+        ],
+    )
+    .json();
     assert_eq!(edited["weight"], 0);
     assert_eq!(edited["executor_id"], 1);
     assert_eq!(edited["name"], "billing-local");
 
     let in_use = cli(s, &["group", "delete", "billing"]);
     assert_eq!(in_use.code, 1);
-    assert!(in_use.stderr.contains("is used by bind \"billing-local\""), "{}", in_use.stderr);
+    assert!(
+        in_use.stderr.contains("is used by bind \"billing-local\""),
+        "{}",
+        in_use.stderr
+    );
 
-    assert!(ok(s, &["bind", "delete", "billing-local"]).text().contains("deleted"));
-    assert!(ok(s, &["group", "delete", &group_id]).text().contains("deleted"));
-    assert!(ok(s, &["processor", "delete", "worker-1"]).text().contains("deleted"));
-    assert_eq!(ok(s, &["group", "list", "--json"]).json().as_array().unwrap().len(), 1);
-    assert_eq!(ok(s, &["processor", "list", "--json"]).json().as_array().unwrap().len(), 1);
+    assert!(
+        ok(s, &["bind", "delete", "billing-local"])
+            .text()
+            .contains("deleted")
+    );
+    assert!(
+        ok(s, &["group", "delete", &group_id])
+            .text()
+            .contains("deleted")
+    );
+    assert!(
+        ok(s, &["processor", "delete", "worker-1"])
+            .text()
+            .contains("deleted")
+    );
+    assert_eq!(
+        ok(s, &["group", "list", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        ok(s, &["processor", "list", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -288,21 +577,59 @@ fn exit_statuses_and_messages() {
     let (_dir, _node, server) = start();
     let s = server.as_str();
 
-    let rejected = cli(s, &["task", "create", "--name", "bad", "--cron", "61 * * * *", "--command", "true"]);
+    let rejected = cli(
+        s,
+        &[
+            "task",
+            "create",
+            "--name",
+            "bad",
+            "--cron",
+            "61 * * * *",
+            "--command",
+            "true",
+        ],
+    );
     assert_eq!(rejected.code, 1);
-    assert!(rejected.stderr.contains("invalid minute value \"61\""), "{}", rejected.stderr);
+    assert!(
+        rejected.stderr.contains("invalid minute value \"61\""),
+        "{}",
+        rejected.stderr
+    );
     assert!(rejected.stdout.is_empty());
 
     let usage = cli(s, &["task", "create", "--cron", "* * * * *"]);
-    assert_eq!(usage.code, 2, "a missing option is a usage error: {}", usage.stderr);
-    let usage = cli(s, &["task", "create", "--name", "x", "--cron", "* * * * *", "--command", "true", "--dispatch", "random"]);
+    assert_eq!(
+        usage.code, 2,
+        "a missing option is a usage error: {}",
+        usage.stderr
+    );
+    let usage = cli(
+        s,
+        &[
+            "task",
+            "create",
+            "--name",
+            "x",
+            "--cron",
+            "* * * * *",
+            "--command",
+            "true",
+            "--dispatch",
+            "random",
+        ],
+    );
     assert_eq!(usage.code, 2, "{}", usage.stderr);
     let usage = cli(s, &["instance", "list", "--since", "yesterday"]);
     assert_eq!(usage.code, 2, "{}", usage.stderr);
 
     let unknown = cli(s, &["bind", "show", "nowhere"]);
     assert_eq!(unknown.code, 1);
-    assert!(unknown.stderr.contains("bind \"nowhere\" not found"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("bind \"nowhere\" not found"),
+        "{}",
+        unknown.stderr
+    );
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = format!("http://{}", listener.local_addr().unwrap());
@@ -311,13 +638,24 @@ fn exit_statuses_and_messages() {
     assert_eq!(unreachable.code, 1);
     let lines: Vec<&str> = unreachable.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{}", unreachable.stderr);
-    assert!(lines[0].contains(&closed), "{:?} does not name {closed}", lines[0]);
-    assert!(lines[0].starts_with("error: cannot reach the delicate server"), "{:?}", lines[0]);
+    assert!(
+        lines[0].contains(&closed),
+        "{:?} does not name {closed}",
+        lines[0]
+    );
+    assert!(
+        lines[0].starts_with("error: cannot reach the delicate server"),
+        "{:?}",
+        lines[0]
+    );
 
     let from_env = Command::new(BINARY)
         .args(["group", "list", "--json"])
         .env("DELICATE_SERVER", s)
         .output()
         .unwrap();
-    assert!(from_env.status.success(), "DELICATE_SERVER names the server");
+    assert!(
+        from_env.status.success(),
+        "DELICATE_SERVER names the server"
+    );
 }

@@ -22,7 +22,10 @@ struct Run {
 impl Run {
     fn json(&self) -> Value {
         serde_json::from_slice(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&self.stdout))
+            panic!(
+                "stdout is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.stdout)
+            )
         })
     }
 }
@@ -64,11 +67,15 @@ fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
 }
 
 fn time(value: &Value) -> DateTime<Utc> {
-    let text = value.as_str().unwrap_or_else(|| panic!("{value} is not a time"));
-    DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is not a time"));
+    DateTime::parse_from_rfc3339(text)
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
-/// The imported task named `name` in an import result.
+/// Returns the imported task named `name` from an import result.
 fn imported<'a>(result: &'a Value, name: &str) -> &'a Value {
     result["tasks"]
         .as_array()
@@ -79,16 +86,31 @@ fn imported<'a>(result: &'a Value, name: &str) -> &'a Value {
 }
 
 fn tasks(server: &str) -> Vec<Value> {
-    ok(server, &["task", "list", "--json"]).json().as_array().unwrap().clone()
+    ok(server, &["task", "list", "--json"])
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn utc(year: i32, month: u32, day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
-    NaiveDate::from_ymd_opt(year, month, day).unwrap().and_hms_opt(hour, minute, 0).unwrap().and_utc()
+    NaiveDate::from_ymd_opt(year, month, day)
+        .unwrap()
+        .and_hms_opt(hour, minute, 0)
+        .unwrap()
+        .and_utc()
 }
 
-/// The first instant after `after` from a list of candidates.
-fn first_after(after: DateTime<Utc>, candidates: impl IntoIterator<Item = DateTime<Utc>>) -> DateTime<Utc> {
-    candidates.into_iter().filter(|at| *at > after).min().expect("a candidate after the instant")
+/// Returns the earliest candidate after `after`.
+fn first_after(
+    after: DateTime<Utc>,
+    candidates: impl IntoIterator<Item = DateTime<Utc>>,
+) -> DateTime<Utc> {
+    candidates
+        .into_iter()
+        .filter(|at| *at > after)
+        .min()
+        .expect("a candidate after the instant")
 }
 
 /// 04:30 in Tokyo (UTC+9, no daylight saving time) on the 1st and 15th is
@@ -100,23 +122,36 @@ fn tokyo_0430_on_1st_and_15th(after: DateTime<Utc>) -> DateTime<Utc> {
         for day in [1, 15] {
             candidates.push(utc(year, month, day, 4, 30) - TimeDelta::hours(9));
         }
-        (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+        (year, month) = if month == 12 {
+            (year + 1, 1)
+        } else {
+            (year, month + 1)
+        };
     }
     first_after(after, candidates)
 }
 
 /// `@yearly` in New York: 1 January 00:00 EST, which is 05:00 UTC.
 fn new_york_new_year(after: DateTime<Utc>) -> DateTime<Utc> {
-    first_after(after, [after.year(), after.year() + 1].map(|year| utc(year, 1, 1, 5, 0)))
+    first_after(
+        after,
+        [after.year(), after.year() + 1].map(|year| utc(year, 1, 1, 5, 0)),
+    )
 }
 
-/// The next whole ten minutes.
+/// Returns the next whole ten minutes after `after`.
 fn next_ten_minutes(after: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = utc(after.year(), after.month(), after.day(), after.hour(), after.minute() / 10 * 10);
+    let floor = utc(
+        after.year(),
+        after.month(),
+        after.day(),
+        after.hour(),
+        after.minute() / 10 * 10,
+    );
     floor + TimeDelta::minutes(10)
 }
 
-/// The next hh:17 UTC.
+/// Returns the next hh:17 UTC after `after`.
 fn next_17_past(after: DateTime<Utc>) -> DateTime<Utc> {
     let this_hour = utc(after.year(), after.month(), after.day(), after.hour(), 17);
     first_after(after, [this_hour, this_hour + TimeDelta::hours(1)])
@@ -124,10 +159,18 @@ fn next_17_past(after: DateTime<Utc>) -> DateTime<Utc> {
 
 /// Asserts that `found` is what `expected` gives for an instant between
 /// `before` and `after`, the bounds of the server's clock during the import.
-fn assert_next(found: &Value, expected: fn(DateTime<Utc>) -> DateTime<Utc>, before: DateTime<Utc>, after: DateTime<Utc>) {
+fn assert_next(
+    found: &Value,
+    expected: fn(DateTime<Utc>) -> DateTime<Utc>,
+    before: DateTime<Utc>,
+    after: DateTime<Utc>,
+) {
     let found = time(found);
     let allowed = [expected(before), expected(after)];
-    assert!(allowed.contains(&found), "next fire time {found}, expected one of {allowed:?}");
+    assert!(
+        allowed.contains(&found),
+        "next fire time {found}, expected one of {allowed:?}"
+    );
 }
 
 const USER_CRONTAB: &str = "\
@@ -150,7 +193,20 @@ fn user_crontab_becomes_tasks() {
     let file = write(dir.path(), "backup.cron", USER_CRONTAB);
 
     let before = Utc::now();
-    let result = ok(s, &["crontab", "import", file.to_str().unwrap(), "--tz", "Asia/Tokyo", "--bind", "default-local", "--json"]).json();
+    let result = ok(
+        s,
+        &[
+            "crontab",
+            "import",
+            file.to_str().unwrap(),
+            "--tz",
+            "Asia/Tokyo",
+            "--bind",
+            "default-local",
+            "--json",
+        ],
+    )
+    .json();
     let after = Utc::now();
     assert_eq!(result["created"], 4, "{result:#}");
     assert_eq!(result["bad_lines"], json!([]));
@@ -159,18 +215,29 @@ fn user_crontab_becomes_tasks() {
     let backup = imported(&result, "crontab-backup.cron-5");
     assert_eq!(backup["action"], "created");
     assert_eq!(backup["cron_expression"], "30 04 1,15 * *");
-    assert_eq!(backup["time_zone"], "Asia/Tokyo", "lines before CRON_TZ take --tz");
+    assert_eq!(
+        backup["time_zone"], "Asia/Tokyo",
+        "lines before CRON_TZ take --tz"
+    );
     assert_eq!(backup["command"], "/usr/local/bin/backup --full");
     assert_eq!(backup["env"], base_env);
     assert_eq!(backup["mailto"], "ops@example.com");
     assert_eq!(backup["run_as"], Value::Null);
     assert_eq!(backup["binding_ids"], json!([1]));
-    assert_next(&backup["next_fire_time"], tokyo_0430_on_1st_and_15th, before, after);
+    assert_next(
+        &backup["next_fire_time"],
+        tokyo_0430_on_1st_and_15th,
+        before,
+        after,
+    );
 
     let yearly = imported(&result, "crontab-backup.cron-7");
     assert_eq!(yearly["cron_expression"], "@yearly");
     assert_eq!(yearly["time_zone"], "America/New_York");
-    assert_eq!(yearly["env"], base_env, "CRON_TZ is not passed to the command");
+    assert_eq!(
+        yearly["env"], base_env,
+        "CRON_TZ is not passed to the command"
+    );
     assert_next(&yearly["next_fire_time"], new_york_new_year, before, after);
 
     let weekdays = imported(&result, "crontab-backup.cron-8");
@@ -183,17 +250,29 @@ fn user_crontab_becomes_tasks() {
     assert_eq!(fire_times.len(), 5);
     for at in fire_times {
         let local = time(at).with_timezone(&new_york);
-        assert!([8, 13, 18].contains(&local.hour()), "{local} is not at 8, 13 or 18 o'clock");
+        assert!(
+            [8, 13, 18].contains(&local.hour()),
+            "{local} is not at 8, 13 or 18 o'clock"
+        );
         assert_eq!(local.minute(), 0, "{local}");
-        assert!(![Weekday::Sat, Weekday::Sun].contains(&local.weekday()), "{local} is a weekend day");
+        assert!(
+            ![Weekday::Sat, Weekday::Sun].contains(&local.weekday()),
+            "{local} is a weekend day"
+        );
     }
 
     let tick = imported(&result, "crontab-backup.cron-10");
     assert_eq!(tick["time_zone"], "UTC");
-    assert_eq!(tick["env"]["TZ"], "UTC", "TZ stays in the command's environment");
+    assert_eq!(
+        tick["env"]["TZ"], "UTC",
+        "TZ stays in the command's environment"
+    );
     assert_next(&tick["next_fire_time"], next_ten_minutes, before, after);
 
-    let names: Vec<String> = tasks(s).iter().map(|task| task["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<String> = tasks(s)
+        .iter()
+        .map(|task| task["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names.len(), 4, "{names:?}");
     let stored = ok(s, &["task", "show", "crontab-backup.cron-5", "--json"]).json();
     assert_eq!(stored["mailto"], "ops@example.com");
@@ -226,7 +305,18 @@ fn system_crontabs_take_user_field() {
     let cron_d = write(dir.path(), "php", CRON_D_FILE);
 
     let before = Utc::now();
-    let result = ok(s, &["crontab", "import", crontab.to_str().unwrap(), cron_d.to_str().unwrap(), "--system", "--json"]).json();
+    let result = ok(
+        s,
+        &[
+            "crontab",
+            "import",
+            crontab.to_str().unwrap(),
+            cron_d.to_str().unwrap(),
+            "--system",
+            "--json",
+        ],
+    )
+    .json();
     let after = Utc::now();
     assert_eq!(result["created"], 6, "{result:#}");
 
@@ -239,19 +329,33 @@ fn system_crontabs_take_user_field() {
         assert_eq!(task["mailto"], Value::Null);
     }
     let hourly = imported(&result, "crontab-crontab-5");
-    assert_eq!(hourly["command"], "cd / && run-parts --report /etc/cron.hourly");
+    assert_eq!(
+        hourly["command"],
+        "cd / && run-parts --report /etc/cron.hourly"
+    );
     assert_next(&hourly["next_fire_time"], next_17_past, before, after);
     let weekly = imported(&result, "crontab-crontab-7");
     assert_eq!(weekly["cron_expression"], "47 6 * * 7");
     let sunday = time(&weekly["next_fire_time"]);
-    assert_eq!(sunday.weekday(), Weekday::Sun, "day-of-week 7 is Sunday: {sunday}");
+    assert_eq!(
+        sunday.weekday(),
+        Weekday::Sun,
+        "day-of-week 7 is Sunday: {sunday}"
+    );
     assert_eq!((sunday.hour(), sunday.minute()), (6, 47));
 
     let session = imported(&result, "crontab-php-3");
     assert_eq!(session["run_as"], "www-data");
     assert_eq!(session["cron_expression"], "09,39 * * * *");
-    assert_eq!(session["command"], "[ -x /usr/lib/php/sessionclean ] && /usr/lib/php/sessionclean");
-    assert_eq!(session["env"], json!({"MAILTO": "admin@example.com"}), "each file has its own environment");
+    assert_eq!(
+        session["command"],
+        "[ -x /usr/lib/php/sessionclean ] && /usr/lib/php/sessionclean"
+    );
+    assert_eq!(
+        session["env"],
+        json!({"MAILTO": "admin@example.com"}),
+        "each file has its own environment"
+    );
     assert_eq!(session["mailto"], "admin@example.com");
     assert_eq!(session["time_zone"], "Europe/Berlin");
     let minute = time(&session["next_fire_time"]).minute();
@@ -263,7 +367,11 @@ fn system_crontabs_take_user_field() {
     assert_eq!(backup["stdin"], "yes");
     let berlin: Tz = "Europe/Berlin".parse().unwrap();
     let local = time(&backup["next_fire_time"]).with_timezone(&berlin);
-    assert_eq!(local.weekday(), Weekday::Sun, "@weekly fires on Sunday: {local}");
+    assert_eq!(
+        local.weekday(),
+        Weekday::Sun,
+        "@weekly fires on Sunday: {local}"
+    );
     assert_eq!((local.hour(), local.minute()), (0, 0), "{local}");
     assert!(time(&backup["next_fire_time"]) - after <= TimeDelta::days(7));
 
@@ -287,19 +395,32 @@ fn reimport_changes_nothing() {
     let second = tasks(s);
     for (old, new) in first.iter().zip(&second) {
         assert_eq!(old["id"], new["id"]);
-        assert_eq!(old["updated_time"], new["updated_time"], "{} was rewritten", old["name"]);
+        assert_eq!(
+            old["updated_time"], new["updated_time"],
+            "{} was rewritten",
+            old["name"]
+        );
     }
 
-    ok(s, &["task", "edit", "crontab-backup.cron-10", "--timeout", "60"]);
+    ok(
+        s,
+        &["task", "edit", "crontab-backup.cron-10", "--timeout", "60"],
+    );
     let changed = USER_CRONTAB.replace("echo tick", "echo tock");
     std::fs::write(&file, changed).unwrap();
     let third = ok(s, &["crontab", "import", path, "--json"]).json();
     assert_eq!(third["updated"], 1, "{third:#}");
     assert_eq!(third["unchanged"], 3);
-    assert_eq!(imported(&third, "crontab-backup.cron-10")["action"], "updated");
+    assert_eq!(
+        imported(&third, "crontab-backup.cron-10")["action"],
+        "updated"
+    );
     let task = ok(s, &["task", "show", "crontab-backup.cron-10", "--json"]).json();
     assert_eq!(task["command"], "echo tock");
-    assert_eq!(task["timeout"], 60, "an import keeps fields the crontab does not set");
+    assert_eq!(
+        task["timeout"], 60,
+        "an import keeps fields the crontab does not set"
+    );
     assert_eq!(tasks(s).len(), 4);
 }
 
@@ -319,12 +440,43 @@ fn bad_line_imports_nothing() {
 
     let rejected = cli(s, &["crontab", "import", path]);
     assert_eq!(rejected.code, 1);
-    assert!(rejected.stderr.contains(&format!("{path}:2: invalid minute value \"61\"")), "{}", rejected.stderr);
-    assert!(rejected.stderr.contains(&format!("{path}:3: @reboot is not supported")), "{}", rejected.stderr);
-    assert!(rejected.stderr.contains("nothing was imported"), "{}", rejected.stderr);
-    assert_eq!(tasks(s), Vec::<Value>::new(), "a rejected import leaves no task behind");
+    assert!(
+        rejected
+            .stderr
+            .contains(&format!("{path}:2: invalid minute value \"61\"")),
+        "{}",
+        rejected.stderr
+    );
+    assert!(
+        rejected
+            .stderr
+            .contains(&format!("{path}:3: @reboot is not supported")),
+        "{}",
+        rejected.stderr
+    );
+    assert!(
+        rejected.stderr.contains("nothing was imported"),
+        "{}",
+        rejected.stderr
+    );
+    assert_eq!(
+        tasks(s),
+        Vec::<Value>::new(),
+        "a rejected import leaves no task behind"
+    );
 
-    let dry = ok(s, &["crontab", "import", path, "--skip-invalid", "--dry-run", "--json"]).json();
+    let dry = ok(
+        s,
+        &[
+            "crontab",
+            "import",
+            path,
+            "--skip-invalid",
+            "--dry-run",
+            "--json",
+        ],
+    )
+    .json();
     assert_eq!(dry["dry_run"], true);
     assert_eq!(dry["created"], 2, "{dry:#}");
     assert_eq!(imported(&dry, "crontab-bad.cron-1")["id"], Value::Null);
@@ -332,45 +484,100 @@ fn bad_line_imports_nothing() {
     assert_eq!(tasks(s), Vec::<Value>::new(), "a dry run writes nothing");
 
     let skipped = ok(s, &["crontab", "import", path, "--skip-invalid"]);
-    assert!(skipped.stderr.contains(&format!("skipped: {path}:2:")), "{}", skipped.stderr);
+    assert!(
+        skipped.stderr.contains(&format!("skipped: {path}:2:")),
+        "{}",
+        skipped.stderr
+    );
     let table = String::from_utf8_lossy(&skipped.stdout).into_owned();
-    assert!(table.contains("crontab-bad.cron-1") && table.contains("crontab-bad.cron-4"), "{table}");
-    assert!(table.contains("2 created, 0 updated, 0 unchanged"), "{table}");
+    assert!(
+        table.contains("crontab-bad.cron-1") && table.contains("crontab-bad.cron-4"),
+        "{table}"
+    );
+    assert!(
+        table.contains("2 created, 0 updated, 0 unchanged"),
+        "{table}"
+    );
     let names: Vec<Value> = tasks(s).iter().map(|task| task["name"].clone()).collect();
-    assert_eq!(names, [json!("crontab-bad.cron-1"), json!("crontab-bad.cron-4")]);
+    assert_eq!(
+        names,
+        [json!("crontab-bad.cron-1"), json!("crontab-bad.cron-4")]
+    );
 
-    let dry = ok(s, &["crontab", "import", path, "--skip-invalid", "--dry-run"]);
+    let dry = ok(
+        s,
+        &["crontab", "import", path, "--skip-invalid", "--dry-run"],
+    );
     let table = String::from_utf8_lossy(&dry.stdout).into_owned();
-    assert!(table.contains("0 created, 0 updated, 2 unchanged (dry run"), "{table}");
+    assert!(
+        table.contains("0 created, 0 updated, 2 unchanged (dry run"),
+        "{table}"
+    );
 
     let bad_zone = cli(s, &["crontab", "import", path, "--tz", "Mars/Olympus"]);
     assert_eq!(bad_zone.code, 1);
-    assert!(bad_zone.stderr.contains("unknown time zone \"Mars/Olympus\""), "{}", bad_zone.stderr);
+    assert!(
+        bad_zone
+            .stderr
+            .contains("unknown time zone \"Mars/Olympus\""),
+        "{}",
+        bad_zone.stderr
+    );
 }
 
 #[test]
 fn imported_line_runs_with_stdin() {
     let (dir, _node, server) = start();
     let s = server.as_str();
-    let file = write(dir.path(), "jobs.cron", "* * * * * echo imported%line1%line2\n0 0 1 1 * cat%line1%line2 \\%\n");
+    let file = write(
+        dir.path(),
+        "jobs.cron",
+        "* * * * * echo imported%line1%line2\n0 0 1 1 * cat%line1%line2 \\%\n",
+    );
     let result = ok(s, &["crontab", "import", file.to_str().unwrap(), "--json"]).json();
-    assert_eq!(imported(&result, "crontab-jobs.cron-1")["run_as"], Value::Null);
+    assert_eq!(
+        imported(&result, "crontab-jobs.cron-1")["run_as"],
+        Value::Null
+    );
 
     let run = ok(s, &["task", "run", "crontab-jobs.cron-2", "--json"]).json();
     let manual = run["instances"][0]["id"].as_str().unwrap().to_string();
-    let fired = wait_for("a cron fire of the imported line", Duration::from_secs(120), || {
-        let list = ok(s, &["instance", "list", "--task", "crontab-jobs.cron-1", "--status", "finished", "--json"]).json();
-        list.as_array().unwrap().first().cloned()
-    });
+    let fired = wait_for(
+        "a cron fire of the imported line",
+        Duration::from_secs(120),
+        || {
+            let list = ok(
+                s,
+                &[
+                    "instance",
+                    "list",
+                    "--task",
+                    "crontab-jobs.cron-1",
+                    "--status",
+                    "finished",
+                    "--json",
+                ],
+            )
+            .json();
+            list.as_array().unwrap().first().cloned()
+        },
+    );
     assert_eq!(fired["trigger"], "cron");
     assert_eq!(fired["exit_code"], 0);
     let id = fired["id"].as_str().unwrap();
-    assert_eq!(ok(s, &["instance", "output", id]).stdout, b"imported\n", "echo ignores its stdin");
+    assert_eq!(
+        ok(s, &["instance", "output", id]).stdout,
+        b"imported\n",
+        "echo ignores its stdin"
+    );
 
     wait_for("the manual run to end", Duration::from_secs(60), || {
         let instance = ok(s, &["instance", "show", &manual, "--json"]).json();
         (instance["status"] != "running").then_some(())
     });
     let output = ok(s, &["instance", "output", &manual]).stdout;
-    assert_eq!(output, b"line1\nline2 %", "cat prints the text after the first %");
+    assert_eq!(
+        output, b"line1\nline2 %",
+        "cat prints the text after the first %"
+    );
 }

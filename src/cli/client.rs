@@ -11,7 +11,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
 use serde_json::Value;
 
-/// Longest wait for one request, connection included.
+/// Maximum time for one request, connection included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Largest output stream read in one request. The scheduler caps each stream
@@ -71,7 +71,10 @@ impl Client {
             .timeout_global(Some(REQUEST_TIMEOUT))
             .build()
             .into();
-        Client { server: server.trim_end_matches('/').to_string(), agent }
+        Client {
+            server: server.trim_end_matches('/').to_string(),
+            agent,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -79,7 +82,10 @@ impl Client {
     }
 
     fn unreachable(&self, error: ureq::Error) -> anyhow::Error {
-        anyhow!("cannot reach the delicate server at {}: {error}", self.server)
+        anyhow!(
+            "cannot reach the delicate server at {}: {error}",
+            self.server
+        )
     }
 
     /// Sends a request and returns the reply whatever its status.
@@ -93,7 +99,11 @@ impl Client {
         let url = self.url(path);
         let result = match (method, body) {
             ("GET", _) => self.agent.get(&url).query_pairs(query_refs(query)).call(),
-            ("DELETE", _) => self.agent.delete(&url).query_pairs(query_refs(query)).call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .query_pairs(query_refs(query))
+                .call(),
             ("POST", Some(body)) => self.agent.post(&url).send_json(body),
             ("POST", None) => self.agent.post(&url).send_empty(),
             ("PATCH", Some(body)) => self.agent.patch(&url).send_json(body),
@@ -165,7 +175,10 @@ impl Client {
             let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
             bail!(rejection_message(&Reply { status, body }));
         }
-        Ok(OutputChunk { bytes, instance_status })
+        Ok(OutputChunk {
+            bytes,
+            instance_status,
+        })
     }
 
     /// Finds a group, processor, bind or task by id or by name. Text of

@@ -100,13 +100,25 @@ fn import(client: &Client, args: ImportArgs, json: bool) -> anyhow::Result<()> {
 /// Prints each bad line as `FILE:LINE: REASON` on stderr.
 fn report_bad_lines(bad_lines: &Value, label: &str) {
     for bad in bad_lines.as_array().into_iter().flatten() {
-        eprintln!("{label}: {}:{}: {}", cell(&bad["file"]), cell(&bad["line"]), cell(&bad["reason"]));
+        eprintln!(
+            "{label}: {}:{}: {}",
+            cell(&bad["file"]),
+            cell(&bad["line"]),
+            cell(&bad["reason"])
+        );
     }
 }
 
 fn print_summary(result: &Value) -> anyhow::Result<()> {
     let mut table = Table::new(&[
-        "ACTION", "NAME", "SCHEDULE", "ZONE", "RUN AS", "NEXT FIRE", "ENV", "COMMAND",
+        "ACTION",
+        "NAME",
+        "SCHEDULE",
+        "ZONE",
+        "RUN AS",
+        "NEXT FIRE",
+        "ENV",
+        "COMMAND",
     ]);
     for task in result["tasks"].as_array().into_iter().flatten() {
         table.push(vec![
@@ -121,7 +133,11 @@ fn print_summary(result: &Value) -> anyhow::Result<()> {
         ]);
     }
     table.print()?;
-    let dry_run = if result["dry_run"] == true { " (dry run: nothing was written)" } else { "" };
+    let dry_run = if result["dry_run"] == true {
+        " (dry run: nothing was written)"
+    } else {
+        ""
+    };
     print_text(&format!(
         "{} created, {} updated, {} unchanged{dry_run}\n",
         cell(&result["created"]),

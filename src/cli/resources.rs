@@ -179,8 +179,9 @@ impl ProcessorCommon {
         put_text(body, "description", &self.description);
         put_text(body, "tag", &self.tag);
         if let Some(path) = &self.public_key_file {
-            let key = std::fs::read_to_string(path)
-                .with_context(|| format!("failed to read the public key file {}", path.display()))?;
+            let key = std::fs::read_to_string(path).with_context(|| {
+                format!("failed to read the public key file {}", path.display())
+            })?;
             body.insert("public_key".into(), json!(key));
         }
         Ok(())
@@ -215,8 +216,14 @@ impl Body for BindCreate {
     fn body(&self, client: &Client) -> anyhow::Result<Map<String, Value>> {
         let mut body = Map::new();
         body.insert("name".into(), json!(self.name));
-        body.insert("group_id".into(), json!(client.resolve_id(Kind::Group, &self.group)?));
-        body.insert("executor_id".into(), json!(client.resolve_id(Kind::Processor, &self.processor)?));
+        body.insert(
+            "group_id".into(),
+            json!(client.resolve_id(Kind::Group, &self.group)?),
+        );
+        body.insert(
+            "executor_id".into(),
+            json!(client.resolve_id(Kind::Processor, &self.processor)?),
+        );
         if let Some(weight) = self.weight {
             body.insert("weight".into(), json!(weight));
         }
@@ -229,10 +236,16 @@ impl Body for BindFields {
         let mut body = Map::new();
         put_text(&mut body, "name", &self.name);
         if let Some(group) = &self.group {
-            body.insert("group_id".into(), json!(client.resolve_id(Kind::Group, group)?));
+            body.insert(
+                "group_id".into(),
+                json!(client.resolve_id(Kind::Group, group)?),
+            );
         }
         if let Some(processor) = &self.processor {
-            body.insert("executor_id".into(), json!(client.resolve_id(Kind::Processor, processor)?));
+            body.insert(
+                "executor_id".into(),
+                json!(client.resolve_id(Kind::Processor, processor)?),
+            );
         }
         if let Some(weight) = self.weight {
             body.insert("weight".into(), json!(weight));
@@ -287,7 +300,11 @@ fn run<C: Args + Body, E: Args + Body>(
             if json {
                 return print_json(&json!({"id": record["id"], "deleted": true}));
             }
-            print_text(&format!("{} {} (id {id}) deleted\n", kind.noun(), cell(&record["name"])))
+            print_text(&format!(
+                "{} {} (id {id}) deleted\n",
+                kind.noun(),
+                cell(&record["name"])
+            ))
         }
     }
 }
@@ -306,16 +323,33 @@ fn list_table(client: &Client, kind: Kind, records: &Value) -> anyhow::Result<Ta
             let mut table = Table::new(&["ID", "NAME", "TAG", "DESCRIPTION"]);
             for group in &records {
                 table.push(
-                    ["id", "name", "tag", "description"].map(|key| cell(&group[key])).to_vec(),
+                    ["id", "name", "tag", "description"]
+                        .map(|key| cell(&group[key]))
+                        .to_vec(),
                 );
             }
             table
         }
         Kind::Processor => {
-            let mut table =
-                Table::new(&["ID", "NAME", "HOST", "MACHINE ID", "ONLINE", "RUNNING", "VERSION"]);
+            let mut table = Table::new(&[
+                "ID",
+                "NAME",
+                "HOST",
+                "MACHINE ID",
+                "ONLINE",
+                "RUNNING",
+                "VERSION",
+            ]);
             for processor in &records {
-                let keys = ["id", "name", "host", "machine_id", "online", "running_instances", "version"];
+                let keys = [
+                    "id",
+                    "name",
+                    "host",
+                    "machine_id",
+                    "online",
+                    "running_instances",
+                    "version",
+                ];
                 table.push(keys.map(|key| cell(&processor[key])).to_vec());
             }
             table

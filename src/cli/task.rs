@@ -117,7 +117,7 @@ struct TaskFields {
     /// Most instances of the task running at once, cluster-wide
     #[arg(long, value_name = "N")]
     max_parallel: Option<u32>,
-    /// How a fire picks processors among the task's binds
+    /// Dispatch mode: how a fire picks processors among the task's binds
     #[arg(long, value_enum)]
     dispatch: Option<DispatchArg>,
     /// Fire once, then disable the task
@@ -159,7 +159,9 @@ enum DispatchArg {
 fn parse_env(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("invalid environment variable {text:?}: write KEY=VALUE")),
+        _ => Err(format!(
+            "invalid environment variable {text:?}: write KEY=VALUE"
+        )),
     }
 }
 
@@ -203,8 +205,12 @@ fn create(client: &Client, args: CreateArgs, json: bool) -> anyhow::Result<()> {
         body.insert("status".into(), json!("disabled"));
     }
     if !args.fields.env.is_empty() {
-        let env: Map<String, Value> =
-            args.fields.env.iter().map(|(key, value)| (key.clone(), json!(value))).collect();
+        let env: Map<String, Value> = args
+            .fields
+            .env
+            .iter()
+            .map(|(key, value)| (key.clone(), json!(value)))
+            .collect();
         body.insert("env".into(), Value::Object(env));
     }
     insert_fields(client, &mut body, &args.fields)?;
@@ -244,10 +250,15 @@ fn edit(client: &Client, args: EditArgs, json: bool) -> anyhow::Result<()> {
 }
 
 /// Adds the fields create and edit share, except `env`, to a request body.
-fn insert_fields(client: &Client, body: &mut Map<String, Value>, fields: &TaskFields) -> anyhow::Result<()> {
+fn insert_fields(
+    client: &Client,
+    body: &mut Map<String, Value>,
+    fields: &TaskFields,
+) -> anyhow::Result<()> {
     let mut put = |key: &str, value: Value| {
         body.insert(key.to_string(), value);
     };
+
     let texts = [
         ("description", &fields.description),
         ("time_zone", &fields.time_zone),
@@ -261,6 +272,7 @@ fn insert_fields(client: &Client, body: &mut Map<String, Value>, fields: &TaskFi
             put(key, json!(value));
         }
     }
+
     let seconds = [
         ("timeout", fields.timeout),
         ("retry_interval", fields.retry_interval),
@@ -271,6 +283,7 @@ fn insert_fields(client: &Client, body: &mut Map<String, Value>, fields: &TaskFi
             put(key, json!(value));
         }
     }
+
     if let Some(retries) = fields.retries {
         put("retry_times", json!(retries));
     }
@@ -284,12 +297,14 @@ fn insert_fields(client: &Client, body: &mut Map<String, Value>, fields: &TaskFi
         };
         put("dispatch", json!(name));
     }
+
     if fields.once {
         put("frequency", json!({"mode": "once"}));
     }
     if let Some(count) = fields.count {
         put("frequency", json!({"mode": "count_down", "count": count}));
     }
+
     if !fields.binds.is_empty() {
         let ids = fields
             .binds
@@ -302,7 +317,9 @@ fn insert_fields(client: &Client, body: &mut Map<String, Value>, fields: &TaskFi
 }
 
 fn task_id(task: &Value) -> anyhow::Result<u64> {
-    task["id"].as_u64().with_context(|| format!("the server sent a task without an id: {task}"))
+    task["id"]
+        .as_u64()
+        .with_context(|| format!("the server sent a task without an id: {task}"))
 }
 
 fn list(client: &Client, json: bool) -> anyhow::Result<()> {
@@ -310,7 +327,15 @@ fn list(client: &Client, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(&tasks);
     }
-    let mut table = Table::new(&["ID", "NAME", "SCHEDULE", "ZONE", "STATUS", "NEXT FIRE", "LAST RUN"]);
+    let mut table = Table::new(&[
+        "ID",
+        "NAME",
+        "SCHEDULE",
+        "ZONE",
+        "STATUS",
+        "NEXT FIRE",
+        "LAST RUN",
+    ]);
     for task in tasks.as_array().into_iter().flatten() {
         table.push(vec![
             cell(&task["id"]),
@@ -335,15 +360,27 @@ fn show(task: &Value, json: bool) -> anyhow::Result<()> {
         shown["next_fire_times"] = json!(joined);
     }
     if let Some(env) = shown["env"].as_object() {
-        let lines: Vec<String> = env.iter().map(|(key, value)| format!("{key}={}", cell(value))).collect();
-        shown["env"] = if lines.is_empty() { Value::Null } else { json!(lines.join("\n")) };
+        let lines: Vec<String> = env
+            .iter()
+            .map(|(key, value)| format!("{key}={}", cell(value)))
+            .collect();
+        shown["env"] = if lines.is_empty() {
+            Value::Null
+        } else {
+            json!(lines.join("\n"))
+        };
     }
     print_record(&shown, &SHOW_ORDER)
 }
 
 fn run_now(client: &Client, text: &str, json: bool) -> anyhow::Result<()> {
     let task = client.resolve(Kind::Task, text)?;
-    let reply = client.call("POST", &format!("/tasks/{}/run", task_id(&task)?), &[], None)?;
+    let reply = client.call(
+        "POST",
+        &format!("/tasks/{}/run", task_id(&task)?),
+        &[],
+        None,
+    )?;
     if json {
         return print_json(&reply);
     }
@@ -358,7 +395,11 @@ fn set_status(client: &Client, text: &str, verb: &str, json: bool) -> anyhow::Re
     if json {
         return print_json(&task);
     }
-    print_text(&format!("task {} (id {id}) is {}\n", cell(&task["name"]), cell(&task["status"])))
+    print_text(&format!(
+        "task {} (id {id}) is {}\n",
+        cell(&task["name"]),
+        cell(&task["status"])
+    ))
 }
 
 fn delete(client: &Client, args: DeleteArgs, json: bool) -> anyhow::Result<()> {

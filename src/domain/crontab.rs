@@ -11,7 +11,7 @@
 //!   literal, as in cron;
 //! - `CRON_TZ=ZONE` and `TZ=ZONE` set the IANA zone of the entries after
 //!   them, and an empty value restores the default zone. `TZ` also stays in
-//!   the environment, where the command sees it, while `CRON_TZ` does not;
+//!   the environment, where the command reads it, while `CRON_TZ` does not;
 //! - an entry is five time fields (minute, hour, day of month, month, day of
 //!   week) or an `@` macro, then the user name in a system crontab, then the
 //!   command;
@@ -52,7 +52,7 @@ pub struct ParseOptions {
     pub default_zone: String,
 }
 
-/// One job line with the environment and zone in effect where it stands.
+/// One job line with the environment and zone in effect at that line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrontabEntry {
     /// 1-based line number in the file.
@@ -104,7 +104,11 @@ pub fn base_name(file_name: &str) -> &str {
 enum Zone {
     Valid(String),
     /// Set by an invalid `CRON_TZ` or `TZ` line.
-    Invalid { line: usize, variable: String, zone: String },
+    Invalid {
+        line: usize,
+        variable: String,
+        zone: String,
+    },
 }
 
 /// Parser state carried from line to line.
@@ -139,11 +143,16 @@ impl Reader<'_> {
             return;
         }
         let result = match split_assignment(text) {
-            Some(assignment) => assignment.and_then(|(name, value)| self.assign(number, name, value)),
+            Some(assignment) => {
+                assignment.and_then(|(name, value)| self.assign(number, name, value))
+            }
             None => self.read_entry(number, text),
         };
         if let Err(reason) = result {
-            self.crontab.bad_lines.push(BadLine { line: number, reason });
+            self.crontab.bad_lines.push(BadLine {
+                line: number,
+                reason,
+            });
         }
     }
 
@@ -160,22 +169,34 @@ impl Reader<'_> {
         if name != "CRON_TZ" {
             self.env.insert(name, value);
         }
-        if let Zone::Invalid { line, variable, zone } = &self.zone {
-            if *line == number {
-                return Err(format!(
-                    "unknown time zone {zone:?} in {variable}: use an IANA name such as Europe/Berlin"
-                ));
-            }
+        if let Zone::Invalid {
+            line,
+            variable,
+            zone,
+        } = &self.zone
+            && *line == number
+        {
+            return Err(format!(
+                "unknown time zone {zone:?} in {variable}: use an IANA name such as Europe/Berlin"
+            ));
         }
         Ok(())
     }
 
     fn set_zone(&mut self, number: usize, name: &str, value: &str) {
-        let zone = if value.is_empty() { self.options.default_zone.as_str() } else { value };
+        let zone = if value.is_empty() {
+            self.options.default_zone.as_str()
+        } else {
+            value
+        };
         self.zone = if zone.parse::<chrono_tz::Tz>().is_ok() {
             Zone::Valid(zone.to_string())
         } else {
-            Zone::Invalid { line: number, variable: name.to_string(), zone: zone.to_string() }
+            Zone::Invalid {
+                line: number,
+                variable: name.to_string(),
+                zone: zone.to_string(),
+            }
         };
     }
 
@@ -190,7 +211,11 @@ impl Reader<'_> {
         };
         let (command, stdin) = split_percent(command_text);
         if command.is_empty() {
-            let after = if self.options.system { "user field" } else { "schedule" };
+            let after = if self.options.system {
+                "user field"
+            } else {
+                "schedule"
+            };
             return Err(format!("missing command after the {after}"));
         }
 
@@ -212,7 +237,11 @@ impl Reader<'_> {
             time_zone,
             command,
             stdin,
-            mailto: self.env.get("MAILTO").filter(|mail| !mail.is_empty()).cloned(),
+            mailto: self
+                .env
+                .get("MAILTO")
+                .filter(|mail| !mail.is_empty())
+                .cloned(),
             env: self.env.clone(),
             run_as,
         });
@@ -250,7 +279,9 @@ fn unquote(value: &str) -> Result<String, String> {
     };
     let trailing = value[end + 1..].trim_matches([' ', '\t']);
     if !trailing.is_empty() {
-        return Err(format!("unexpected text {trailing:?} after the closing {quote}"));
+        return Err(format!(
+            "unexpected text {trailing:?} after the closing {quote}"
+        ));
     }
     Ok(value[1..end].to_string())
 }
@@ -341,11 +372,17 @@ mod tests {
     use super::*;
 
     fn user() -> ParseOptions {
-        ParseOptions { system: false, default_zone: "UTC".to_string() }
+        ParseOptions {
+            system: false,
+            default_zone: "UTC".to_string(),
+        }
     }
 
     fn system() -> ParseOptions {
-        ParseOptions { system: true, default_zone: "UTC".to_string() }
+        ParseOptions {
+            system: true,
+            default_zone: "UTC".to_string(),
+        }
     }
 
     fn only_entry(content: &str, options: &ParseOptions) -> CrontabEntry {
@@ -356,15 +393,26 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn schedules_and_commands_are_split() {
         let cases = [
             ("* * * * * echo hi", "* * * * *", "echo hi"),
-            ("05 01-05/2 * jan mon-fri /bin/job --flag", "05 01-05/2 * jan mon-fri", "/bin/job --flag"),
-            ("0,30\t*/4  1-15 * 0,7   run   twice  ", "0,30 */4 1-15 * 0,7", "run   twice"),
+            (
+                "05 01-05/2 * jan mon-fri /bin/job --flag",
+                "05 01-05/2 * jan mon-fri",
+                "/bin/job --flag",
+            ),
+            (
+                "0,30\t*/4  1-15 * 0,7   run   twice  ",
+                "0,30 */4 1-15 * 0,7",
+                "run   twice",
+            ),
             ("   @daily  backup.sh", "@daily", "backup.sh"),
             ("@HOURLY ping", "@hourly", "ping"),
             ("@midnight a b c", "@midnight", "a b c"),
@@ -384,7 +432,11 @@ mod tests {
         let cases = [
             ("* * * * * cat%line1%line2", "cat", Some("line1\nline2")),
             ("* * * * * date +\\%Y-\\%m", "date +%Y-%m", None),
-            ("* * * * * mail -s x root%body \\% text%%end", "mail -s x root", Some("body % text\n\nend")),
+            (
+                "* * * * * mail -s x root%body \\% text%%end",
+                "mail -s x root",
+                Some("body % text\n\nend"),
+            ),
             ("* * * * * cmd %", "cmd", None),
             ("* * * * * printf 'a\\nb'%x", "printf 'a\\nb'", Some("x")),
         ];
@@ -416,13 +468,25 @@ MAILTO=''
             panic!("expected three entries: {:?}", crontab.entries);
         };
         assert_eq!(first.line, 4);
-        assert_eq!(first.env, env(&[("SHELL", "/bin/bash"), ("PATH", "/usr/local/bin:/usr/bin")]));
+        assert_eq!(
+            first.env,
+            env(&[("SHELL", "/bin/bash"), ("PATH", "/usr/local/bin:/usr/bin")])
+        );
         assert_eq!(first.mailto, None);
         assert_eq!(second.line, 9);
-        assert_eq!(second.env.get("MAILTO").map(String::as_str), Some("ops@example.com"));
-        assert_eq!(second.env.get("QUOTED").map(String::as_str), Some("two  words"));
+        assert_eq!(
+            second.env.get("MAILTO").map(String::as_str),
+            Some("ops@example.com")
+        );
+        assert_eq!(
+            second.env.get("QUOTED").map(String::as_str),
+            Some("two  words")
+        );
         assert_eq!(second.env.get("EMPTY").map(String::as_str), Some(""));
-        assert_eq!(second.env.get("TRAILING").map(String::as_str), Some("value"));
+        assert_eq!(
+            second.env.get("TRAILING").map(String::as_str),
+            Some("value")
+        );
         assert_eq!(second.mailto.as_deref(), Some("ops@example.com"));
         assert_eq!(third.env.get("MAILTO").map(String::as_str), Some(""));
         assert_eq!(third.mailto, None);
@@ -439,13 +503,31 @@ TZ = \"America/New_York\"
 CRON_TZ=
 4 * * * * d
 ";
-        let options = ParseOptions { system: false, default_zone: "Asia/Tokyo".to_string() };
+        let options = ParseOptions {
+            system: false,
+            default_zone: "Asia/Tokyo".to_string(),
+        };
         let crontab = parse(content, &options);
         assert_eq!(crontab.bad_lines, vec![]);
-        let zones: Vec<&str> = crontab.entries.iter().map(|e| e.time_zone.as_str()).collect();
-        assert_eq!(zones, ["Asia/Tokyo", "Europe/Berlin", "America/New_York", "Asia/Tokyo"]);
+        let zones: Vec<&str> = crontab
+            .entries
+            .iter()
+            .map(|e| e.time_zone.as_str())
+            .collect();
+        assert_eq!(
+            zones,
+            [
+                "Asia/Tokyo",
+                "Europe/Berlin",
+                "America/New_York",
+                "Asia/Tokyo"
+            ]
+        );
         assert!(!crontab.entries[1].env.contains_key("CRON_TZ"));
-        assert_eq!(crontab.entries[2].env.get("TZ").map(String::as_str), Some("America/New_York"));
+        assert_eq!(
+            crontab.entries[2].env.get("TZ").map(String::as_str),
+            Some("America/New_York")
+        );
     }
 
     #[test]
@@ -461,7 +543,10 @@ SHELL=/bin/sh
             panic!("expected two entries: {:?}", crontab.entries);
         };
         assert_eq!(hourly.run_as.as_deref(), Some("root"));
-        assert_eq!(hourly.command, "cd / && run-parts --report /etc/cron.hourly");
+        assert_eq!(
+            hourly.command,
+            "cd / && run-parts --report /etc/cron.hourly"
+        );
         assert_eq!(weekly.cron_expression, "@weekly");
         assert_eq!(weekly.run_as.as_deref(), Some("backup"));
         assert_eq!(weekly.command, "/usr/bin/backup --full");
@@ -480,8 +565,16 @@ SHELL=/bin/sh
             ("0 0 31 2 * echo", user(), "can never fire"),
             ("* * * * * %only stdin", user(), "missing command"),
             ("* * * * *", system(), "missing user and command"),
-            ("* * * * * root %x", system(), "missing command after the user field"),
-            ("MY-VAR=1", user(), "invalid environment variable name \"MY-VAR\""),
+            (
+                "* * * * * root %x",
+                system(),
+                "missing command after the user field",
+            ),
+            (
+                "MY-VAR=1",
+                user(),
+                "invalid environment variable name \"MY-VAR\"",
+            ),
             ("A=\"unterminated", user(), "missing closing \""),
         ];
         for (line, options, reason) in cases {
@@ -490,17 +583,25 @@ SHELL=/bin/sh
             assert_eq!(crontab.bad_lines.len(), 1, "{line:?}");
             assert_eq!(crontab.bad_lines[0].line, 1, "{line:?}");
             let found = &crontab.bad_lines[0].reason;
-            assert!(found.contains(reason), "{line:?}: {found:?} lacks {reason:?}");
+            assert!(
+                found.contains(reason),
+                "{line:?}: {found:?} lacks {reason:?}"
+            );
         }
     }
 
     #[test]
     fn unknown_zone_marks_following_entries() {
-        let content = "1 * * * * a\nCRON_TZ=Mars/Olympus\n2 * * * * b\r\nCRON_TZ=UTC\n3 * * * * c\n";
+        let content =
+            "1 * * * * a\nCRON_TZ=Mars/Olympus\n2 * * * * b\r\nCRON_TZ=UTC\n3 * * * * c\n";
         let crontab = parse(content, &user());
         let lines: Vec<usize> = crontab.bad_lines.iter().map(|bad| bad.line).collect();
         assert_eq!(lines, [2, 3]);
-        assert!(crontab.bad_lines[0].reason.contains("unknown time zone \"Mars/Olympus\" in CRON_TZ"));
+        assert!(
+            crontab.bad_lines[0]
+                .reason
+                .contains("unknown time zone \"Mars/Olympus\" in CRON_TZ")
+        );
         assert!(crontab.bad_lines[1].reason.contains("CRON_TZ line 2 above"));
         let good: Vec<usize> = crontab.entries.iter().map(|entry| entry.line).collect();
         assert_eq!(good, [1, 5]);

@@ -117,7 +117,10 @@ async fn import_crontab(api: web::Data<Api>, body: web::Bytes) -> Result<HttpRes
     let mut planned = Vec::new();
     let mut bad_lines = Vec::new();
     for file in &request.files {
-        let options = ParseOptions { system: request.system, default_zone: request.time_zone.clone() };
+        let options = ParseOptions {
+            system: request.system,
+            default_zone: request.time_zone.clone(),
+        };
         let parsed = crontab::parse(&file.content, &options);
         bad_lines.extend(parsed.bad_lines.into_iter().map(|bad| BadLineView {
             file: file.name.clone(),
@@ -145,7 +148,10 @@ async fn import_crontab(api: web::Data<Api>, body: web::Bytes) -> Result<HttpRes
 /// Checks the request as a whole: files, names and the default zone.
 fn check_request(request: &ImportRequest) -> Result<(), ApiError> {
     if request.files.is_empty() {
-        return Err(ApiError::invalid("files", "files is empty: send at least one crontab file"));
+        return Err(ApiError::invalid(
+            "files",
+            "files is empty: send at least one crontab file",
+        ));
     }
     if request.time_zone.parse::<chrono_tz::Tz>().is_err() {
         return Err(ApiError::invalid(
@@ -162,7 +168,10 @@ fn check_request(request: &ImportRequest) -> Result<(), ApiError> {
         if base.is_empty() {
             return Err(ApiError::invalid(
                 "files",
-                format!("file name {:?} has no base name: task names are made from it", file.name),
+                format!(
+                    "file name {:?} has no base name: task names are made from it",
+                    file.name
+                ),
             ));
         }
         if !base_names.insert(base) {
@@ -192,12 +201,24 @@ fn plan_task(
     let name = crontab::task_name(file, line);
     let (action, mut task) = match api.shared.store.find_by_name::<Task>(&name)? {
         Some(existing) => edit_existing(existing, entry, request.binding_ids.as_ref(), now),
-        None => (Action::Created, new_entry_task(&name, file, entry, request, now)?),
+        None => (
+            Action::Created,
+            new_entry_task(&name, file, entry, request, now)?,
+        ),
     };
     match prepare_task(api, &mut task) {
-        Ok(()) => Ok(Ok(Planned { action, file: file.to_string(), line, task })),
+        Ok(()) => Ok(Ok(Planned {
+            action,
+            file: file.to_string(),
+            line,
+            task,
+        })),
         Err(error) if error.field.as_deref() == Some("binding_ids") => Err(error),
-        Err(error) => Ok(Err(BadLineView { file: file.to_string(), line, reason: error.message })),
+        Err(error) => Ok(Err(BadLineView {
+            file: file.to_string(),
+            line,
+            reason: error.message,
+        })),
     }
 }
 
@@ -210,7 +231,10 @@ fn new_entry_task(
 ) -> Result<Task, ApiError> {
     let input = TaskInput {
         name: Some(name.to_string()),
-        description: Some(format!("Imported from crontab file {file}, line {}", entry.line)),
+        description: Some(format!(
+            "Imported from crontab file {file}, line {}",
+            entry.line
+        )),
         command: Some(entry.command),
         cron_expression: Some(entry.cron_expression),
         time_zone: Some(entry.time_zone),
@@ -286,8 +310,15 @@ async fn write_tasks(api: &Api, planned: &mut [Planned]) -> Result<(), ApiError>
         }
     }
     api.shared.store.durable().await?;
-    for plan in planned.iter().filter(|plan| plan.action != Action::Unchanged) {
-        let _ = api.shared.scheduler().tell(PutTask(plan.task.clone())).await;
+    for plan in planned
+        .iter()
+        .filter(|plan| plan.action != Action::Unchanged)
+    {
+        let _ = api
+            .shared
+            .scheduler()
+            .tell(PutTask(plan.task.clone()))
+            .await;
         tracing::info!(
             task.id = plan.task.id,
             task.name = %plan.task.name,
@@ -305,8 +336,11 @@ fn response(
     now: DateTime<Utc>,
 ) -> ImportResponse {
     let count = |action| planned.iter().filter(|plan| plan.action == action).count();
-    let (created, updated, unchanged) =
-        (count(Action::Created), count(Action::Updated), count(Action::Unchanged));
+    let (created, updated, unchanged) = (
+        count(Action::Created),
+        count(Action::Updated),
+        count(Action::Unchanged),
+    );
     let tasks = planned
         .into_iter()
         .map(|plan| {
@@ -330,5 +364,12 @@ fn response(
             }
         })
         .collect();
-    ImportResponse { dry_run: request.dry_run, created, updated, unchanged, tasks, bad_lines }
+    ImportResponse {
+        dry_run: request.dry_run,
+        created,
+        updated,
+        unchanged,
+        tasks,
+        bad_lines,
+    }
 }
