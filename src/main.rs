@@ -94,7 +94,8 @@ fn main() -> ExitCode {
             Command::Standalone(args) => run_standalone(args).await,
             Command::Scheduler(args) => run_scheduler(args).await,
             Command::Executor(args) => run_executor(args).await,
-            Command::Cron(_) | Command::Client(_) => unreachable!("handled before the runtime starts"),
+            Command::Cron(_) => unreachable!("handled before the runtime starts"),
+            Command::Client(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
