@@ -34,6 +34,8 @@ enum Command {
     /// Work with cron expressions, locally.
     #[command(subcommand)]
     Cron(CronCommand),
+    #[command(flatten)]
+    Client(delicate::cli::ClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -80,7 +82,10 @@ struct ExecutorArgs {
 
 fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
-    let cli = Cli::parse();
+    let cli = match Cli::parse().command {
+        Command::Client(command) => return delicate::cli::run(command),
+        command => Cli { command },
+    };
     if let Command::Cron(CronCommand::Preview(args)) = &cli.command {
         return run_preview(args);
     }
@@ -101,6 +106,7 @@ fn main() -> ExitCode {
             Command::Scheduler(args) => run_scheduler(args).await,
             Command::Executor(args) => run_executor(args).await,
             Command::Cron(_) => unreachable!("handled before the runtime starts"),
+            Command::Client(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -2,6 +2,7 @@
 //! machine, the output cap. Nothing in this module performs I/O or reads the
 //! clock; callers pass the current time in.
 
+pub mod crontab;
 pub mod entities;
 pub mod lifecycle;
 pub mod output;

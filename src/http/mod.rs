@@ -5,6 +5,7 @@
 //! directly, wait for the flush before answering a change, and reach the
 //! actors through their references.
 
+mod crontab;
 mod error;
 mod instances;
 mod misc;
@@ -59,6 +60,7 @@ fn routes(config: &mut web::ServiceConfig) {
                 .configure(resources::routes)
                 .configure(tasks::routes)
                 .configure(instances::routes)
+                .configure(crontab::routes)
                 .route("/cron/preview", web::post().to(misc::cron_preview)),
         )
         .default_service(web::to(misc::not_found));
