@@ -282,7 +282,7 @@ async fn read_answer(
     match answer {
         Ok(Some(message)) => Ok(message),
         Ok(None) => Err(HandshakeError::NoAnswer),
-        Err(error) => Err(version_rejection(connection).unwrap_or(error.into())),
+        Err(error) => Err(rejection_from_close(connection).unwrap_or(error.into())),
     }
 }
 
@@ -306,17 +306,22 @@ fn unexpected_answer(answer: Message, expected: &'static str) -> HandshakeError 
     }
 }
 
-/// Recognises a scheduler that closed the connection because of our
-/// protocol version, which it does instead of sending `JoinRejected`.
-fn version_rejection(connection: &quinn::Connection) -> Option<HandshakeError> {
-    match connection.close_reason()? {
-        quinn::ConnectionError::ApplicationClosed(close)
-            if close.error_code == close_code::VERSION_MISMATCH.into() =>
-        {
-            Some(HandshakeError::VersionMismatch {
-                scheduler: format!("rejected it: {}", String::from_utf8_lossy(&close.reason)),
-            })
-        }
+/// Recognises a scheduler that closed the connection to reject the join:
+/// for our protocol version, which it does instead of sending
+/// `JoinRejected`, or with a reason that arrived before the frame did.
+fn rejection_from_close(connection: &quinn::Connection) -> Option<HandshakeError> {
+    let quinn::ConnectionError::ApplicationClosed(close) = connection.close_reason()? else {
+        return None;
+    };
+    let reason = String::from_utf8_lossy(&close.reason).into_owned();
+    let code = u32::try_from(close.error_code.into_inner()).ok()?;
+    match code {
+        close_code::VERSION_MISMATCH => Some(HandshakeError::VersionMismatch {
+            scheduler: format!("rejected it: {reason}"),
+        }),
+        close_code::JOIN_REJECTED
+        | close_code::AUTHENTICATION_FAILED
+        | close_code::TOO_MANY_JOINS => Some(HandshakeError::Rejected { reason }),
         _ => None,
     }
 }

@@ -29,6 +29,9 @@ use rsa::PublicKey;
 /// Time a new connection has to open its stream and send Hello, and at
 /// security level 1 to answer Challenge.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a rejected executor has to read `JoinRejected` and close the
+/// connection itself; closing first could discard the unsent frame.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// A rate-limited connection is logged once, then every this many times.
 const RATE_LIMIT_LOG_EVERY: u64 = 100;
 
@@ -206,6 +209,7 @@ async fn reject_join(shared: &Shared, connection: &quinn::Connection, writer: &m
     tracing::warn!(peer.addr = %connection.remote_address(), processor.name = %hello.processor_name, %reason, "join rejected");
     let _ = writer.send(&Message::JoinRejected { reason: reason.clone() }).await;
     writer.finish();
+    let _ = tokio::time::timeout(REJECT_LINGER, connection.closed()).await;
     connection.close(code.into(), reason.as_bytes());
 }
 
