@@ -17,7 +17,11 @@ use delicate::security::keys::{self, DEFAULT_KEY_BITS, KeyPair, KeySettings};
 use delicate::security::{DEFAULT_LEVEL, LEVEL_AUTHENTICATED};
 
 #[derive(Parser)]
-#[command(name = "delicate", version, about = "A distributed task scheduler: cron schedules, weighted routing to executors over QUIC, state in sled")]
+#[command(
+    name = "delicate",
+    version,
+    about = "A distributed task scheduler: cron schedules, weighted routing to executors over QUIC, state in sled"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +105,11 @@ struct KeygenArgs {
 #[derive(Args)]
 struct ExecutorArgs {
     /// Directory of the executor's outbox and run records.
-    #[arg(long, env = "DELICATE_DATA_DIR", default_value = "./delicate-executor-data")]
+    #[arg(
+        long,
+        env = "DELICATE_DATA_DIR",
+        default_value = "./delicate-executor-data"
+    )]
     data_dir: PathBuf,
     /// QUIC address of the scheduler.
     #[arg(long, env = "DELICATE_SCHEDULER", default_value = "127.0.0.1:7890")]
@@ -123,7 +131,10 @@ fn main() -> ExitCode {
         return run_keygen(args);
     }
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
@@ -161,7 +172,8 @@ fn init_logging() {
 }
 
 fn scheduler_config(args: &SchedulerArgs, data_dir: PathBuf) -> SchedulerConfig {
-    let mut config = SchedulerConfig::new(data_dir, args.http, args.quic, args.security.security_level);
+    let mut config =
+        SchedulerConfig::new(data_dir, args.http, args.quic, args.security.security_level);
     config.keys = args.security.key_settings();
     config.public_key = args.security.security_public_key.clone();
     config
@@ -204,24 +216,41 @@ async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_standalone(args: SchedulerArgs) -> anyhow::Result<()> {
-    let node = SchedulerNode::start(scheduler_config(&args, args.data_dir.join("scheduler"))).await?;
+    let node =
+        SchedulerNode::start(scheduler_config(&args, args.data_dir.join("scheduler"))).await?;
     let executor_dir = args.data_dir.join("executor");
     // The in-process executor has its own key pair and is handed the
     // scheduler's public key directly.
     let credentials = match &node.public_key {
         Some(scheduler_key) => {
-            let keys = node_keys(&executor_dir, KeySettings { private_key: None, bits: args.security.security_key_bits }).await?;
-            Some(ExecutorCredentials { keys: Arc::new(keys), scheduler_key: scheduler_key.clone() })
+            let keys = node_keys(
+                &executor_dir,
+                KeySettings {
+                    private_key: None,
+                    bits: args.security.security_key_bits,
+                },
+            )
+            .await?;
+            Some(ExecutorCredentials {
+                keys: Arc::new(keys),
+                scheduler_key: scheduler_key.clone(),
+            })
         }
         None => None,
     };
-    let executor_key = credentials.as_ref().map(|credentials| credentials.keys.public_key());
-    standalone::bootstrap(&node, executor_key).context("failed to create the default group, processor and bind")?;
+    let executor_key = credentials
+        .as_ref()
+        .map(|credentials| credentials.keys.public_key());
+    standalone::bootstrap(&node, executor_key)
+        .context("failed to create the default group, processor and bind")?;
 
-    let mut settings = ExecutorSettings::new(executor_dir, node.quic_addr, standalone::LOCAL_PROCESSOR);
+    let mut settings =
+        ExecutorSettings::new(executor_dir, node.quic_addr, standalone::LOCAL_PROCESSOR);
     settings.security_level = args.security.security_level;
     settings.credentials = credentials;
-    let executor = ExecutorNode::start(settings).await.context("failed to start the in-process executor")?;
+    let executor = ExecutorNode::start(settings)
+        .await
+        .context("failed to start the in-process executor")?;
     tracing::info!(http.addr = %node.http_addr, "standalone.ready: create a task with POST /api/v1/tasks");
 
     wait_for_signal().await?;
@@ -268,7 +297,10 @@ async fn executor_credentials(args: &ExecutorArgs) -> anyhow::Result<ExecutorCre
         "security.scheduler_key_loaded"
     );
     let keys = node_keys(&args.data_dir, args.security.key_settings()).await?;
-    Ok(ExecutorCredentials { keys: Arc::new(keys), scheduler_key })
+    Ok(ExecutorCredentials {
+        keys: Arc::new(keys),
+        scheduler_key,
+    })
 }
 
 /// Waits for SIGINT or SIGTERM.

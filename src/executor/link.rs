@@ -29,7 +29,7 @@ use crate::net::tls::SERVER_NAME;
 /// Limit on the QUIC handshake. Without it a scheduler that does not respond
 /// keeps an attempt waiting until the 15 s idle timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Limit on each wait for the scheduler's answer during the join.
+/// Limit on each wait for a reply of the scheduler during the join.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// First reconnect delay cap; it doubles after every failure.
 const BACKOFF_INITIAL: Duration = Duration::from_millis(200);
@@ -142,7 +142,7 @@ fn log_join_failure(error: &JoinError, scheduler: SocketAddr, attempt: u32) {
             error!(peer.addr = %scheduler, attempt, %error, "the scheduler rejected the join, retrying later");
         }
         JoinError::Handshake(HandshakeError::SchedulerNotAuthenticated { .. }) => {
-            error!(peer.addr = %scheduler, attempt, %error, "refusing to join: the scheduler failed authentication, retrying later");
+            error!(peer.addr = %scheduler, attempt, %error, "not joining: the scheduler failed authentication, retrying later");
         }
         _ => {
             warn!(peer.addr = %scheduler, attempt, %error, "failed to join the scheduler, retrying")

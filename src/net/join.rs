@@ -1,7 +1,7 @@
 //! The join handshake, executor side and scheduler side.
 //!
-//! At security level 0 the executor sends `Hello` and the scheduler answers
-//! `Welcome` or `JoinRejected`. At level 1 the frames are:
+//! At security level 0 the executor sends `Hello` and the scheduler replies
+//! with `Welcome` or `JoinRejected`. At level 1 the frames are:
 //!
 //! ```text
 //! executor                                     scheduler
@@ -58,7 +58,7 @@ impl Role {
     }
 }
 
-/// What both signatures of a join cover.
+/// The fields both signatures of a join cover.
 #[derive(Clone, Copy, Debug)]
 pub struct Transcript<'a> {
     pub protocol_version: u32,
@@ -91,8 +91,8 @@ impl Transcript<'_> {
     }
 }
 
-/// Appends a field of at most 255 bytes with its u8 length; longer fields
-/// never reach here because nonces and the exporter have fixed lengths.
+/// Appends a field of at most 255 bytes with its u8 length. Longer fields
+/// never reach here, because nonces and the exporter have fixed lengths.
 fn push_short(out: &mut Vec<u8>, field: &[u8]) {
     let field = &field[..field.len().min(255)];
     out.push(field.len() as u8);
@@ -100,7 +100,9 @@ fn push_short(out: &mut Vec<u8>, field: &[u8]) {
 }
 
 /// Exports this connection's secret for the transcript.
-pub fn exporter_secret(connection: &quinn::Connection) -> Result<[u8; EXPORTER_LEN], HandshakeError> {
+pub fn exporter_secret(
+    connection: &quinn::Connection,
+) -> Result<[u8; EXPORTER_LEN], HandshakeError> {
     let mut secret = [0u8; EXPORTER_LEN];
     connection
         .export_keying_material(&mut secret, EXPORTER_LABEL, b"")
@@ -115,7 +117,7 @@ pub fn fresh_nonce() -> Result<Vec<u8>, HandshakeError> {
     Ok(nonce)
 }
 
-/// What an executor needs at security level 1.
+/// Keys an executor uses at security level 1.
 #[derive(Clone, Debug)]
 pub struct ExecutorCredentials {
     /// The executor's own key pair.
@@ -187,8 +189,8 @@ impl HandshakeError {
 #[derive(Debug)]
 pub struct JoinedSession {
     pub welcome: Welcome,
-    /// The session token at security level 1; MACs are enabled with it on
-    /// the reader and the writer already.
+    /// The session token at security level 1. MACs keyed with it are
+    /// already enabled on the reader and the writer.
     pub token: Option<SessionToken>,
 }
 
@@ -250,7 +252,13 @@ pub async fn join_scheduler(
     let answer = read_answer(connection, reader, timeout, "Welcome").await?;
     let welcome = expect_welcome(answer)?;
     let scheduler_transcript = transcript.bytes(Role::Scheduler);
-    if keys::verify(&credentials.scheduler_key, &scheduler_transcript, &welcome.signature).is_err() {
+    if keys::verify(
+        &credentials.scheduler_key,
+        &scheduler_transcript,
+        &welcome.signature,
+    )
+    .is_err()
+    {
         return Err(HandshakeError::SchedulerNotAuthenticated {
             fingerprint: keys::fingerprint(&credentials.scheduler_key),
         });
@@ -340,7 +348,7 @@ impl Rejection {
     }
 }
 
-/// What the scheduler puts into `Welcome` after a level-1 join.
+/// The scheduler's part of `Welcome` after a level-1 join, and the token.
 #[derive(Debug)]
 pub struct Admission {
     pub signature: Vec<u8>,
@@ -351,8 +359,8 @@ pub struct Admission {
 /// Runs the scheduler side of a level-1 join after `hello` was read and
 /// checked: sends `Challenge`, checks `Proof` against `record_key`, the
 /// public key on record for the processor, and signs the transcript.
-/// On success MACs are enabled on `reader`; the caller sends `Welcome` and
-/// then enables them on its writer.
+/// On success MACs are enabled on `reader`, and the caller sends `Welcome`
+/// before it enables them on its writer.
 pub async fn admit_executor(
     connection: &quinn::Connection,
     reader: &mut FrameReader,
@@ -366,17 +374,29 @@ pub async fn admit_executor(
     if hello.nonce.len() != NONCE_LEN {
         return Err(Rejection::new(
             close_code::PROTOCOL_ERROR,
-            format!("the Hello nonce has {} bytes, expected {NONCE_LEN}", hello.nonce.len()),
+            format!(
+                "the Hello nonce has {} bytes, expected {NONCE_LEN}",
+                hello.nonce.len()
+            ),
         ));
     }
     let internal = |what: &str, error: String| {
         tracing::error!(%error, "{what} failed during a join");
-        Rejection::new(close_code::JOIN_REJECTED, format!("internal error of the scheduler: {what} failed"))
+        Rejection::new(
+            close_code::JOIN_REJECTED,
+            format!("internal error of the scheduler: {what} failed"),
+        )
     };
-    let nonce = fresh_nonce().map_err(|error| internal("the random generator", error.to_string()))?;
-    let challenge = Message::Challenge(Challenge { nonce: nonce.clone() });
+    let nonce =
+        fresh_nonce().map_err(|error| internal("the random generator", error.to_string()))?;
+    let challenge = Message::Challenge(Challenge {
+        nonce: nonce.clone(),
+    });
     if let Err(error) = writer.send(&challenge).await {
-        return Err(Rejection::new(close_code::NORMAL, format!("failed to send Challenge: {error}")));
+        return Err(Rejection::new(
+            close_code::NORMAL,
+            format!("failed to send Challenge: {error}"),
+        ));
     }
 
     let proof = match tokio::time::timeout(timeout, reader.next()).await {
@@ -388,11 +408,22 @@ pub async fn admit_executor(
             ));
         }
         Ok(Ok(None)) => {
-            return Err(Rejection::new(close_code::NORMAL, "the executor closed the stream before Proof".into()));
+            return Err(Rejection::new(
+                close_code::NORMAL,
+                "the executor closed the stream before Proof".into(),
+            ));
         }
-        Ok(Err(error)) => return Err(Rejection::new(close_code::PROTOCOL_ERROR, error.to_string())),
+        Ok(Err(error)) => {
+            return Err(Rejection::new(
+                close_code::PROTOCOL_ERROR,
+                error.to_string(),
+            ));
+        }
         Err(_) => {
-            return Err(Rejection::new(close_code::PROTOCOL_ERROR, format!("timed out after {timeout:?} waiting for Proof")));
+            return Err(Rejection::new(
+                close_code::PROTOCOL_ERROR,
+                format!("timed out after {timeout:?} waiting for Proof"),
+            ));
         }
     };
 
@@ -410,7 +441,8 @@ pub async fn admit_executor(
         ));
     }
 
-    let exporter = exporter_secret(connection).map_err(|error| internal("the TLS exporter", error.to_string()))?;
+    let exporter = exporter_secret(connection)
+        .map_err(|error| internal("the TLS exporter", error.to_string()))?;
     let transcript = Transcript {
         protocol_version: PROTOCOL_VERSION,
         processor_name: name,
@@ -418,7 +450,13 @@ pub async fn admit_executor(
         scheduler_nonce: &nonce,
         exporter: &exporter,
     };
-    if keys::verify(record_key, &transcript.bytes(Role::Executor), &proof.signature).is_err() {
+    if keys::verify(
+        record_key,
+        &transcript.bytes(Role::Executor),
+        &proof.signature,
+    )
+    .is_err()
+    {
         return Err(Rejection::new(
             close_code::AUTHENTICATION_FAILED,
             format!(
@@ -431,7 +469,8 @@ pub async fn admit_executor(
     let signature = keys
         .sign(&transcript.bytes(Role::Scheduler))
         .map_err(|error| internal("signing the transcript", error.to_string()))?;
-    let token = SessionToken::generate().map_err(|error| internal("the random generator", error.to_string()))?;
+    let token = SessionToken::generate()
+        .map_err(|error| internal("the random generator", error.to_string()))?;
     let encrypted_token = keys::encrypt(record_key, token.expose().as_ref())
         .map_err(|error| internal("encrypting the session token", error.to_string()))?;
     reader.enable_mac(FrameMac::new(&token, Direction::ExecutorToScheduler));
@@ -465,8 +504,16 @@ mod tests {
     #[test]
     fn every_field_changes_the_transcript() {
         let base = transcript(&[3; EXPORTER_LEN], "e1").bytes(Role::Executor);
-        assert_ne!(base, transcript(&[4; EXPORTER_LEN], "e1").bytes(Role::Executor), "exporter");
-        assert_ne!(base, transcript(&[3; EXPORTER_LEN], "e2").bytes(Role::Executor), "name");
+        assert_ne!(
+            base,
+            transcript(&[4; EXPORTER_LEN], "e1").bytes(Role::Executor),
+            "exporter"
+        );
+        assert_ne!(
+            base,
+            transcript(&[3; EXPORTER_LEN], "e2").bytes(Role::Executor),
+            "name"
+        );
         let mut t = transcript(&[3; EXPORTER_LEN], "e1");
         t.protocol_version += 1;
         assert_ne!(base, t.bytes(Role::Executor), "version");

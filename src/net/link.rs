@@ -107,10 +107,14 @@ impl FrameReader {
             // The MAC is checked first, so a tampered seq reports a bad MAC
             // and a sequence error means a replayed or dropped frame.
             if parts.mac.is_empty() {
-                return Err(LinkError::Authentication(AuthFailure::Unsigned { seq: parts.seq }));
+                return Err(LinkError::Authentication(AuthFailure::Unsigned {
+                    seq: parts.seq,
+                }));
             }
             if !mac.verify(parts.seq, parts.payload, parts.mac) {
-                return Err(LinkError::Authentication(AuthFailure::BadMac { seq: parts.seq }));
+                return Err(LinkError::Authentication(AuthFailure::BadMac {
+                    seq: parts.seq,
+                }));
             }
             if parts.seq != self.next_seq {
                 return Err(LinkError::Authentication(AuthFailure::Sequence {

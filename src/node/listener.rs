@@ -9,14 +9,18 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::actors::Shared;
-use crate::actors::processor::{AttachSession, DetachSession, HeartbeatReceived, ProcessorActor, RunAnswered, Session};
+use crate::actors::processor::{
+    AttachSession, DetachSession, HeartbeatReceived, ProcessorActor, RunAnswered, Session,
+};
 use crate::actors::transitions;
 use crate::domain::entities::{Id, InstanceStatus};
 use crate::domain::lifecycle::InstanceEvent;
 use crate::domain::output::cut_marker;
 use crate::net::close_code;
 use crate::net::join::{self, Rejection};
-use crate::net::link::{AuthFailure, FrameReader, FrameWriter, LinkError, OUTGOING_QUEUE, pump_outgoing};
+use crate::net::link::{
+    AuthFailure, FrameReader, FrameWriter, LinkError, OUTGOING_QUEUE, pump_outgoing,
+};
 use crate::net::messages::{Event, EventKind, Hello, Message, PROTOCOL_VERSION, Welcome};
 use crate::security::LEVEL_AUTHENTICATED;
 use crate::security::keys::{self, KeyPair};
@@ -27,17 +31,17 @@ use kameo::actor::ActorRef;
 use rsa::PublicKey;
 
 /// Time a new connection has to open its stream and send Hello, and at
-/// security level 1 to answer Challenge.
+/// security level 1 to send Proof after Challenge.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a rejected executor has to read `JoinRejected` and close the
-/// connection itself; closing first could discard the unsent frame.
+/// connection itself, because closing first could discard the unsent frame.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 /// A rate-limited connection is logged once, then every this many times.
 const RATE_LIMIT_LOG_EVERY: u64 = 100;
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// How the listener admits executors.
+/// The listener's rules for admitting executors.
 #[derive(Debug)]
 pub struct JoinPolicy {
     pub security_level: u8,
@@ -76,12 +80,18 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, policy: Arc<Join
             return;
         }
     };
-    if !policy.limiter.try_acquire(peer.ip(), std::time::Instant::now()) {
+    if !policy
+        .limiter
+        .try_acquire(peer.ip(), std::time::Instant::now())
+    {
         let total = shared.metrics.joins_rate_limited.fetch_add(1, Relaxed) + 1;
         if total == 1 || total % RATE_LIMIT_LOG_EVERY == 0 {
             tracing::warn!(peer.addr = %peer, rate_limited.total = total, "join rate limit exceeded; closing the connection");
         }
-        connection.close(close_code::TOO_MANY_JOINS.into(), b"too many join attempts from this address: retry later");
+        connection.close(
+            close_code::TOO_MANY_JOINS.into(),
+            b"too many join attempts from this address: retry later",
+        );
         return;
     }
     let (send, recv) = match tokio::time::timeout(JOIN_TIMEOUT, connection.accept_bi()).await {
@@ -115,7 +125,16 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, policy: Arc<Join
     };
     let admission = match (&policy.keys, &target.record_key) {
         (Some(keys), Some(record_key)) => {
-            let admitted = join::admit_executor(&connection, &mut reader, &mut writer, &hello, record_key, keys, JOIN_TIMEOUT).await;
+            let admitted = join::admit_executor(
+                &connection,
+                &mut reader,
+                &mut writer,
+                &hello,
+                record_key,
+                keys,
+                JOIN_TIMEOUT,
+            )
+            .await;
             match admitted {
                 Ok(admission) => Some(admission),
                 Err(rejection) => {
@@ -128,14 +147,20 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, policy: Arc<Join
     };
     let processor_id = target.processor_id;
     let actor = target.actor;
-    let Some((record, _)) = shared.directory.processor(processor_id) else { return };
+    let Some((record, _)) = shared.directory.processor(processor_id) else {
+        return;
+    };
 
     let session_id = SESSION_IDS.fetch_add(1, Relaxed);
     if let Some(admission) = &admission {
-        let stored = SessionRecord::new(session_id, processor_id, peer.to_string(), &admission.token);
+        let stored =
+            SessionRecord::new(session_id, processor_id, peer.to_string(), &admission.token);
         if let Err(error) = shared.store.put_session(&stored) {
             tracing::error!(%error, processor.id = processor_id, "failed to store the session");
-            let rejection = Rejection { code: close_code::JOIN_REJECTED, reason: "internal error of the scheduler: failed to store the session".into() };
+            let rejection = Rejection {
+                code: close_code::JOIN_REJECTED,
+                reason: "internal error of the scheduler: failed to store the session".into(),
+            };
             reject_join(&shared, &connection, &mut writer, &hello, rejection).await;
             return;
         }
@@ -145,14 +170,23 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, policy: Arc<Join
         processor_id,
         machine_id: record.machine_id,
         heartbeat_interval_ms: shared.settings.heartbeat_interval.as_millis() as u64,
-        signature: admission.as_ref().map(|a| a.signature.clone()).unwrap_or_default(),
-        encrypted_token: admission.as_ref().map(|a| a.encrypted_token.clone()).unwrap_or_default(),
+        signature: admission
+            .as_ref()
+            .map(|a| a.signature.clone())
+            .unwrap_or_default(),
+        encrypted_token: admission
+            .as_ref()
+            .map(|a| a.encrypted_token.clone())
+            .unwrap_or_default(),
     };
     if writer.send(&Message::Welcome(welcome)).await.is_err() {
         return;
     }
     if let Some(admission) = &admission {
-        writer.enable_mac(FrameMac::new(&admission.token, Direction::SchedulerToExecutor));
+        writer.enable_mac(FrameMac::new(
+            &admission.token,
+            Direction::SchedulerToExecutor,
+        ));
     }
 
     let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
@@ -178,7 +212,13 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, policy: Arc<Join
         "executor joined"
     );
 
-    let context = SessionContext { shared: shared.clone(), processor_id, session_id, actor: actor.clone(), outgoing };
+    let context = SessionContext {
+        shared: shared.clone(),
+        processor_id,
+        session_id,
+        actor: actor.clone(),
+        outgoing,
+    };
     read_session(&context, &mut reader, &connection).await;
     let _ = actor.tell(DetachSession { session_id }).await;
     tracing::info!(peer.addr = %peer, processor.id = processor_id, "executor left");
@@ -190,7 +230,11 @@ fn reject_frame(shared: &Shared, connection: &quinn::Connection, reason: &str) {
     connection.close(close_code::PROTOCOL_ERROR.into(), reason.as_bytes());
 }
 
-fn reject_auth_failure(context: &SessionContext, connection: &quinn::Connection, failure: AuthFailure) {
+fn reject_auth_failure(
+    context: &SessionContext,
+    connection: &quinn::Connection,
+    failure: AuthFailure,
+) {
     context.shared.metrics.frame_auth_failed(failure.reason());
     tracing::warn!(
         peer.addr = %connection.remote_address(),
@@ -199,15 +243,28 @@ fn reject_auth_failure(context: &SessionContext, connection: &quinn::Connection,
         error = %failure,
         "frame failed authentication; closing the connection"
     );
-    connection.close(close_code::AUTHENTICATION_FAILED.into(), b"frame failed authentication");
+    connection.close(
+        close_code::AUTHENTICATION_FAILED.into(),
+        b"frame failed authentication",
+    );
 }
 
 /// Counts and logs a failed join, sends `JoinRejected` and closes.
-async fn reject_join(shared: &Shared, connection: &quinn::Connection, writer: &mut FrameWriter, hello: &Hello, rejection: Rejection) {
+async fn reject_join(
+    shared: &Shared,
+    connection: &quinn::Connection,
+    writer: &mut FrameWriter,
+    hello: &Hello,
+    rejection: Rejection,
+) {
     let Rejection { code, reason } = rejection;
     shared.metrics.joins_rejected.fetch_add(1, Relaxed);
     tracing::warn!(peer.addr = %connection.remote_address(), processor.name = %hello.processor_name, %reason, "join rejected");
-    let _ = writer.send(&Message::JoinRejected { reason: reason.clone() }).await;
+    let _ = writer
+        .send(&Message::JoinRejected {
+            reason: reason.clone(),
+        })
+        .await;
     writer.finish();
     let _ = tokio::time::timeout(REJECT_LINGER, connection.closed()).await;
     connection.close(code.into(), reason.as_bytes());
@@ -232,7 +289,10 @@ fn check_join(shared: &Shared, hello: &Hello, security_level: u8) -> Result<Join
             ),
         });
     }
-    let rejected = |reason: String| Rejection { code: close_code::JOIN_REJECTED, reason };
+    let rejected = |reason: String| Rejection {
+        code: close_code::JOIN_REJECTED,
+        reason,
+    };
     if hello.security_level != security_level {
         return Err(rejected(format!(
             "executor runs at security level {}, this scheduler at security level {security_level}: set DELICATE_SECURITY_LEVEL to the same value on both",
@@ -246,7 +306,11 @@ fn check_join(shared: &Shared, hello: &Hello, security_level: u8) -> Result<Join
         )));
     };
     if security_level < LEVEL_AUTHENTICATED {
-        return Ok(JoinTarget { processor_id: record.id, actor, record_key: None });
+        return Ok(JoinTarget {
+            processor_id: record.id,
+            actor,
+            record_key: None,
+        });
     }
     let Some(pem) = record.public_key.as_deref() else {
         return Err(rejected(format!(
@@ -255,7 +319,11 @@ fn check_join(shared: &Shared, hello: &Hello, security_level: u8) -> Result<Join
         )));
     };
     match keys::parse_public_pem(pem) {
-        Ok(key) => Ok(JoinTarget { processor_id: record.id, actor, record_key: Some(key) }),
+        Ok(key) => Ok(JoinTarget {
+            processor_id: record.id,
+            actor,
+            record_key: Some(key),
+        }),
         Err(error) => Err(rejected(format!(
             "the public key on record for processor {:?} (id {}) is invalid: {error}",
             record.name, record.id
@@ -271,7 +339,11 @@ struct SessionContext {
     outgoing: mpsc::Sender<Message>,
 }
 
-async fn read_session(context: &SessionContext, reader: &mut FrameReader, connection: &quinn::Connection) {
+async fn read_session(
+    context: &SessionContext,
+    reader: &mut FrameReader,
+    connection: &quinn::Connection,
+) {
     loop {
         let message = match reader.next().await {
             Ok(Some(message)) => message,
@@ -300,14 +372,31 @@ async fn handle_message(context: &SessionContext, message: Message) -> Result<()
     let session_id = context.session_id;
     match message {
         Message::Heartbeat(heartbeat) => {
-            let _ = context.actor.tell(HeartbeatReceived { session_id, heartbeat }).await;
+            let _ = context
+                .actor
+                .tell(HeartbeatReceived {
+                    session_id,
+                    heartbeat,
+                })
+                .await;
         }
         Message::RunAccepted { instance_id } => {
-            let answer = RunAnswered { session_id, instance_id, result: Ok(()) };
+            let answer = RunAnswered {
+                session_id,
+                instance_id,
+                result: Ok(()),
+            };
             let _ = context.actor.tell(answer).await;
         }
-        Message::RunRejected { instance_id, reason } => {
-            let answer = RunAnswered { session_id, instance_id, result: Err(reason) };
+        Message::RunRejected {
+            instance_id,
+            reason,
+        } => {
+            let answer = RunAnswered {
+                session_id,
+                instance_id,
+                result: Err(reason),
+            };
             let _ = context.actor.tell(answer).await;
         }
         Message::Event(event) => {
@@ -329,16 +418,28 @@ async fn handle_message(context: &SessionContext, message: Message) -> Result<()
                 let _ = outgoing.send(Message::Ack { event_seq: seq }).await;
             });
         }
-        other => return Err(format!("unexpected {} message from an executor", other.kind())),
+        other => {
+            return Err(format!(
+                "unexpected {} message from an executor",
+                other.kind()
+            ));
+        }
     }
     Ok(())
 }
 
 /// Applies an executor's event. Returns whether its acknowledgement must
 /// wait for a flush (outcomes do; output chunks ride on the next flush).
-async fn apply_event(shared: &Arc<Shared>, processor_id: Id, event: Event) -> Result<bool, StoreError> {
+async fn apply_event(
+    shared: &Arc<Shared>,
+    processor_id: Id,
+    event: Event,
+) -> Result<bool, StoreError> {
     let Some(instance) = shared.store.instance(event.instance_id)? else {
-        tracing::warn!(instance.id = event.instance_id, "event for an unknown instance ignored");
+        tracing::warn!(
+            instance.id = event.instance_id,
+            "event for an unknown instance ignored"
+        );
         return Ok(false);
     };
     if instance.executor_processor_id != Some(processor_id) {
@@ -351,23 +452,43 @@ async fn apply_event(shared: &Arc<Shared>, processor_id: Id, event: Event) -> Re
     }
     shared.metrics.events_applied.fetch_add(1, Relaxed);
     let cap = shared.settings.output_cap;
-    let open = matches!(instance.status, InstanceStatus::Running | InstanceStatus::Unknown);
+    let open = matches!(
+        instance.status,
+        InstanceStatus::Running | InstanceStatus::Unknown
+    );
     match event.kind {
         EventKind::Started { at, .. } => {
             transitions::apply(shared, instance.id, InstanceEvent::Started { at }).await?;
             Ok(false)
         }
-        EventKind::Output { stream, offset, bytes } => {
+        EventKind::Output {
+            stream,
+            offset,
+            bytes,
+        } => {
             if open {
-                shared.store.append_output(instance.id, stream, offset, &bytes, cap)?;
+                shared
+                    .store
+                    .append_output(instance.id, stream, offset, &bytes, cap)?;
             }
             Ok(false)
         }
-        EventKind::Tail { stream, keep, cut, bytes } => {
+        EventKind::Tail {
+            stream,
+            keep,
+            cut,
+            bytes,
+        } => {
             if open {
                 let keep = keep.min(cap / 2);
                 let tail = &bytes[..bytes.len().min((cap / 2) as usize)];
-                shared.store.apply_output_tail(instance.id, stream, keep, &cut_marker(cut), tail)?;
+                shared.store.apply_output_tail(
+                    instance.id,
+                    stream,
+                    keep,
+                    &cut_marker(cut),
+                    tail,
+                )?;
             }
             Ok(false)
         }

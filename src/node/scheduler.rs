@@ -21,8 +21,8 @@ use crate::node::listener::JoinPolicy;
 use crate::security::keys::{self, KeyPair, KeySettings};
 use crate::security::rate_limit::{DEFAULT_JOIN_BURST, DEFAULT_JOIN_RATE, JoinLimiter};
 use crate::security::{LEVEL_AUTHENTICATED, LEVEL_OPEN};
-use rsa::PublicKey;
 use crate::storage::{DEFAULT_CACHE_BYTES, Store};
+use rsa::PublicKey;
 
 /// Everything a scheduler node is started with.
 #[derive(Clone, Debug)]
@@ -36,7 +36,7 @@ pub struct SchedulerConfig {
     pub settings: SchedulerSettings,
     /// The scheduler's key pair at security level 1.
     pub keys: KeySettings,
-    /// The scheduler's public key file; when set, it must belong to the
+    /// The scheduler's public key file. When set, it must belong to the
     /// private key.
     pub public_key: Option<PathBuf>,
     /// Join attempts allowed at once from one address.
@@ -46,7 +46,12 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    pub fn new(data_dir: PathBuf, http: SocketAddr, quic: SocketAddr, security_level: u8) -> SchedulerConfig {
+    pub fn new(
+        data_dir: PathBuf,
+        http: SocketAddr,
+        quic: SocketAddr,
+        security_level: u8,
+    ) -> SchedulerConfig {
         SchedulerConfig {
             data_dir,
             http,
@@ -80,16 +85,24 @@ pub struct SchedulerNode {
 
 impl SchedulerNode {
     pub async fn start(config: SchedulerConfig) -> anyhow::Result<SchedulerNode> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("failed to create the data directory {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "failed to create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
         let store_dir = config.data_dir.join("store");
         let store = Store::open(&store_dir, config.cache_bytes)
             .with_context(|| format!("failed to open the store in {}", store_dir.display()))?;
-        store.clear_sessions().context("failed to clear the sessions of the previous run")?;
+        store
+            .clear_sessions()
+            .context("failed to clear the sessions of the previous run")?;
         let keys = load_keys(&config).await?;
         let public_key = keys.as_ref().map(|keys| keys.public_key().clone());
         let shared = Arc::new(Shared {
-            ids: Mutex::new(SnowflakeGenerator::resume_after(store.newest_instance_id()?)),
+            ids: Mutex::new(SnowflakeGenerator::resume_after(
+                store.newest_instance_id()?,
+            )),
             store,
             metrics: Arc::new(Metrics::default()),
             settings: config.settings.clone(),
@@ -113,10 +126,16 @@ impl SchedulerNode {
             keys,
             limiter: JoinLimiter::new(config.join_burst, config.join_rate),
         });
-        tokio::spawn(listener::serve(endpoint.clone(), shared.clone(), policy, shutdown_rx.clone()));
+        tokio::spawn(listener::serve(
+            endpoint.clone(),
+            shared.clone(),
+            policy,
+            shutdown_rx.clone(),
+        ));
 
-        let (server, http_addr) = crate::http::bind(config.http, shared.clone(), config.http_workers)
-            .with_context(|| format!("failed to bind the HTTP address {}", config.http))?;
+        let (server, http_addr) =
+            crate::http::bind(config.http, shared.clone(), config.http_workers)
+                .with_context(|| format!("failed to bind the HTTP address {}", config.http))?;
         let http = server.handle();
         tokio::spawn(server);
         tokio::spawn(purge_loop(shared.clone(), shutdown_rx));
@@ -134,7 +153,15 @@ impl SchedulerNode {
                 "security level 0: any node that reaches the QUIC address can join as an executor and receive commands"
             );
         }
-        Ok(SchedulerNode { http_addr, quic_addr, shared, public_key, shutdown, http, endpoint })
+        Ok(SchedulerNode {
+            http_addr,
+            quic_addr,
+            shared,
+            public_key,
+            shutdown,
+            http,
+            endpoint,
+        })
     }
 
     /// Stops accepting work, closes executor connections, flushes the store.
@@ -142,7 +169,8 @@ impl SchedulerNode {
         tracing::info!("scheduler.stopping");
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
-        self.endpoint.close(close_code::NORMAL.into(), b"scheduler shutting down");
+        self.endpoint
+            .close(close_code::NORMAL.into(), b"scheduler shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
         if let Err(error) = self.shared.store.flush_now() {
             tracing::error!(%error, "final store flush failed");
@@ -165,7 +193,11 @@ async fn load_keys(config: &SchedulerConfig) -> anyhow::Result<Option<KeyPair>> 
         .await
         .context("the key loading task failed")??;
     if let Some(public) = &config.public_key {
-        let private = config.keys.private_key.clone().unwrap_or_else(|| config.data_dir.join(keys::PRIVATE_KEY_FILE));
+        let private = config
+            .keys
+            .private_key
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(keys::PRIVATE_KEY_FILE));
         keys::check_public_matches(public, &keys, &private)?;
     }
     Ok(Some(keys))
@@ -189,7 +221,10 @@ fn load_directory(shared: &Arc<Shared>) -> anyhow::Result<()> {
 async fn recover_running(shared: &Arc<Shared>) -> anyhow::Result<()> {
     let running = shared.store.running_instances()?;
     if !running.is_empty() {
-        tracing::info!(count = running.len(), "scheduler.recovering_running_instances");
+        tracing::info!(
+            count = running.len(),
+            "scheduler.recovering_running_instances"
+        );
     }
     for instance in running {
         let Some(task) = shared.store.get::<Task>(instance.task_id)? else {
@@ -206,7 +241,8 @@ async fn purge_loop(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             _ = tokio::time::sleep(PURGE_EVERY) => {}
             _ = shutdown.changed() => return,
         }
-        let retention = chrono::Duration::from_std(shared.settings.retention).unwrap_or(chrono::Duration::days(14));
+        let retention = chrono::Duration::from_std(shared.settings.retention)
+            .unwrap_or(chrono::Duration::days(14));
         let cutoff = chrono::Utc::now() - retention;
         let store = shared.store.clone();
         match tokio::task::spawn_blocking(move || store.purge_instances_before(cutoff)).await {

@@ -73,10 +73,15 @@ pub fn bootstrap(node: &SchedulerNode, executor_key: Option<&PublicKey>) -> Resu
 }
 
 /// Puts the in-process executor's public key on processor `local`, if the
-/// processor exists and holds another key.
-fn register_executor_key(node: &SchedulerNode, executor_pem: Option<String>) -> Result<(), StoreError> {
+/// processor exists and has another key.
+fn register_executor_key(
+    node: &SchedulerNode,
+    executor_pem: Option<String>,
+) -> Result<(), StoreError> {
     let shared = &node.shared;
-    let Some(pem) = executor_pem else { return Ok(()) };
+    let Some(pem) = executor_pem else {
+        return Ok(());
+    };
     let Some(mut processor) = shared.store.find_by_name::<Processor>(LOCAL_PROCESSOR)? else {
         return Ok(());
     };

@@ -9,7 +9,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use rsa::sha2::Sha256;
 use rsa::{PrivateKey, PublicKey};
 use sha2::Digest;
@@ -151,7 +153,7 @@ pub fn fingerprint(public: &PublicKey) -> String {
     format!("SHA256:{hex}")
 }
 
-/// The key's SubjectPublicKeyInfo DER.
+/// Encodes the key as SubjectPublicKeyInfo DER.
 pub fn public_der(public: &PublicKey) -> Vec<u8> {
     // Encoding a valid RSA public key into SubjectPublicKeyInfo cannot fail:
     // it writes two integers into a fixed ASN.1 structure.
@@ -161,7 +163,7 @@ pub fn public_der(public: &PublicKey) -> Vec<u8> {
         .into_vec()
 }
 
-/// The key as a SubjectPublicKeyInfo PEM ("BEGIN PUBLIC KEY").
+/// Encodes the key as SubjectPublicKeyInfo PEM ("BEGIN PUBLIC KEY").
 pub fn public_pem(public: &PublicKey) -> String {
     // PEM is the base64 of the DER, which always encodes (see `public_der`).
     public
@@ -171,7 +173,8 @@ pub fn public_pem(public: &PublicKey) -> String {
 
 /// Parses a SubjectPublicKeyInfo PEM ("BEGIN PUBLIC KEY").
 pub fn parse_public_pem(text: &str) -> Result<PublicKey, KeyError> {
-    PublicKey::from_public_key_pem(text.trim()).map_err(|error| KeyError::PublicKey(error.to_string()))
+    PublicKey::from_public_key_pem(text.trim())
+        .map_err(|error| KeyError::PublicKey(error.to_string()))
 }
 
 /// Parses a SubjectPublicKeyInfo DER.
@@ -210,11 +213,11 @@ pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
     })
 }
 
-/// Where a node's key pair comes from.
+/// Source of a node's key pair.
 #[derive(Clone, Debug)]
 pub struct KeySettings {
-    /// PKCS#8 PEM private key; `None` uses (or generates) [`PRIVATE_KEY_FILE`]
-    /// in the data directory.
+    /// PKCS#8 PEM private key file. `None` uses (or generates)
+    /// [`PRIVATE_KEY_FILE`] in the data directory.
     pub private_key: Option<PathBuf>,
     /// Modulus size of a generated key.
     pub bits: usize,
@@ -314,13 +317,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keys = small_pair();
         let (private_path, public_path) = keys.write_to(dir.path()).unwrap();
-        let mode = std::fs::metadata(&private_path).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&private_path)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
 
         let loaded = read_private(&private_path).unwrap();
         assert_eq!(loaded.fingerprint(), keys.fingerprint());
         assert_eq!(read_public(&public_path).unwrap(), *keys.public_key());
-        assert!(matches!(keys.write_to(dir.path()), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            keys.write_to(dir.path()),
+            Err(KeyError::Exists { .. })
+        ));
     }
 
     #[test]
@@ -330,7 +339,10 @@ mod tests {
         let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(keys.fingerprint(), format!("SHA256:{hex}"));
         let pem = public_pem(keys.public_key());
-        assert_eq!(fingerprint(&parse_public_pem(&pem).unwrap()), keys.fingerprint());
+        assert_eq!(
+            fingerprint(&parse_public_pem(&pem).unwrap()),
+            keys.fingerprint()
+        );
     }
 
     #[test]
@@ -354,6 +366,9 @@ mod tests {
 
     #[test]
     fn key_size_out_of_range_is_rejected() {
-        assert!(matches!(KeyPair::generate(1024), Err(KeyError::Bits { bits: 1024 })));
+        assert!(matches!(
+            KeyPair::generate(1024),
+            Err(KeyError::Bits { bits: 1024 })
+        ));
     }
 }

@@ -93,7 +93,10 @@ mod tests {
         assert!(!mac.verify(5, b"payload", &signed[..31]), "a short MAC");
 
         let reflected = FrameMac::new(&token(1), Direction::SchedulerToExecutor);
-        assert!(!reflected.verify(5, b"payload", &signed), "the other direction");
+        assert!(
+            !reflected.verify(5, b"payload", &signed),
+            "the other direction"
+        );
         let other_key = FrameMac::new(&token(2), Direction::ExecutorToScheduler);
         assert!(!other_key.verify(5, b"payload", &signed), "another token");
     }

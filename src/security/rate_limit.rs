@@ -44,7 +44,10 @@ impl JoinLimiter {
 
     /// Takes a token for `peer`; returns false if its bucket is empty.
     pub fn try_acquire(&self, peer: IpAddr, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if buckets.len() >= MAX_TRACKED {
             self.drop_full(&mut buckets, now);
         }
@@ -106,9 +109,15 @@ mod tests {
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
         let start = Instant::now();
         for attempt in 0..3 {
-            assert!(limiter.try_acquire(peer, start), "attempt {attempt} within the burst");
+            assert!(
+                limiter.try_acquire(peer, start),
+                "attempt {attempt} within the burst"
+            );
         }
-        assert!(!limiter.try_acquire(peer, start), "the fourth attempt at once");
+        assert!(
+            !limiter.try_acquire(peer, start),
+            "the fourth attempt at once"
+        );
         assert!(!limiter.try_acquire(peer, start + Duration::from_millis(500)));
         assert!(limiter.try_acquire(peer, start + Duration::from_millis(1600)));
     }

@@ -35,7 +35,12 @@ impl fmt::Debug for SessionRecord {
 }
 
 impl SessionRecord {
-    pub fn new(session_id: u64, processor_id: Id, peer: String, token: &SessionToken) -> SessionRecord {
+    pub fn new(
+        session_id: u64,
+        processor_id: Id,
+        peer: String,
+        token: &SessionToken,
+    ) -> SessionRecord {
         SessionRecord {
             session_id,
             processor_id,
@@ -60,7 +65,10 @@ impl Store {
     /// Stores the newest session of a processor, replacing the one before.
     pub fn put_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
         let mut value = encode(record);
-        let result = self.trees.sessions.insert(id_key(record.processor_id), value.as_slice());
+        let result = self
+            .trees
+            .sessions
+            .insert(id_key(record.processor_id), value.as_slice());
         zeroize::Zeroize::zeroize(&mut value);
         result?;
         Ok(())
