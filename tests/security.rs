@@ -134,7 +134,7 @@ fn pem_body_lines(path: &Path) -> Vec<String> {
 /// Renderings of a token a careless log line could contain.
 fn token_renderings(token: &[u8]) -> Vec<String> {
     let hex: String = token.iter().map(|b| format!("{b:02x}")).collect();
-    let debug_prefix = format!("{:?}", &token[..]);
+    let debug_prefix = format!("{token:?}");
     vec![
         hex.clone(),
         hex.to_uppercase(),

@@ -85,7 +85,7 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, policy: Arc<Join
         .try_acquire(peer.ip(), std::time::Instant::now())
     {
         let total = shared.metrics.joins_rate_limited.fetch_add(1, Relaxed) + 1;
-        if total == 1 || total % RATE_LIMIT_LOG_EVERY == 0 {
+        if total == 1 || total.is_multiple_of(RATE_LIMIT_LOG_EVERY) {
             tracing::warn!(peer.addr = %peer, rate_limited.total = total, "join rate limit exceeded; closing the connection");
         }
         connection.close(

@@ -181,10 +181,10 @@ fn claim_keys(
     kind: EntityKind,
 ) -> TxResult<()> {
     for key in keys {
-        if let Some(owner) = unique.get(&key.key)? {
-            if read_u64(&owner) != Some(id) {
-                return abort(conflict(kind, key));
-            }
+        if let Some(owner) = unique.get(&key.key)?
+            && read_u64(&owner) != Some(id)
+        {
+            return abort(conflict(kind, key));
         }
         unique.insert(key.key.as_slice(), &id_key(id))?;
     }
