@@ -12,4 +12,5 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod security;
 pub mod storage;

@@ -2,15 +2,19 @@
 //! local tools.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use delicate::cli::cron::{CronPreviewArgs, run_preview};
 use delicate::executor::node::{ExecutorNode, ExecutorSettings};
+use delicate::net::join::ExecutorCredentials;
 use delicate::node::scheduler::{SchedulerConfig, SchedulerNode};
 use delicate::node::standalone;
+use delicate::security::keys::{self, DEFAULT_KEY_BITS, KeyPair, KeySettings};
+use delicate::security::{DEFAULT_LEVEL, LEVEL_AUTHENTICATED};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +35,9 @@ enum Command {
     Scheduler(SchedulerArgs),
     /// Run an executor node that joins a scheduler and runs its instances.
     Executor(ExecutorArgs),
+    /// Write a new RSA key pair for a node: node-key.pem (PKCS#8, mode 0600)
+    /// and node-key.pub.pem.
+    Keygen(KeygenArgs),
     /// Work with cron expressions, locally.
     #[command(subcommand)]
     Cron(CronCommand),
@@ -55,9 +62,46 @@ struct SchedulerArgs {
     /// QUIC address executors join (port 0 picks a free port).
     #[arg(long, env = "DELICATE_QUIC", default_value = "127.0.0.1:7890")]
     quic: SocketAddr,
-    /// 0: executors join without authentication.
-    #[arg(long, env = "DELICATE_SECURITY_LEVEL", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+#[derive(Args)]
+struct SecurityArgs {
+    /// 1: signed joins and MAC-protected frames. 0: no authentication, so
+    /// any node that reaches the QUIC address can join. Both sides must match.
+    #[arg(long, env = "DELICATE_SECURITY_LEVEL", default_value_t = DEFAULT_LEVEL, value_parser = clap::value_parser!(u8).range(0..=1))]
     security_level: u8,
+    /// PKCS#8 PEM private key of this node [default: node-key.pem in the
+    /// data directory, generated on first start].
+    #[arg(long, env = "DELICATE_SECURITY_PRIVATE_KEY")]
+    security_private_key: Option<PathBuf>,
+    /// PEM public key. Scheduler: its own, checked against the private key.
+    /// Executor: the scheduler's, required at security level 1.
+    #[arg(long, env = "DELICATE_SECURITY_PUBLIC_KEY")]
+    security_public_key: Option<PathBuf>,
+    /// RSA modulus size, in bits, of a key generated on first start.
+    #[arg(long, env = "DELICATE_SECURITY_KEY_BITS", default_value_t = DEFAULT_KEY_BITS)]
+    security_key_bits: usize,
+}
+
+impl SecurityArgs {
+    fn key_settings(&self) -> KeySettings {
+        KeySettings {
+            private_key: self.security_private_key.clone(),
+            bits: self.security_key_bits,
+        }
+    }
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Directory to write the key files into; it is created if missing.
+    #[arg(long)]
+    out: PathBuf,
+    /// RSA modulus size in bits.
+    #[arg(long, env = "DELICATE_SECURITY_KEY_BITS", default_value_t = DEFAULT_KEY_BITS)]
+    bits: usize,
 }
 
 #[derive(Args)]
@@ -75,9 +119,8 @@ struct ExecutorArgs {
     /// Name of the processor record to join as.
     #[arg(long, env = "DELICATE_NAME")]
     name: String,
-    /// Must match the scheduler's level.
-    #[arg(long, env = "DELICATE_SECURITY_LEVEL", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
-    security_level: u8,
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 fn main() -> ExitCode {
@@ -88,6 +131,9 @@ fn main() -> ExitCode {
     };
     if let Command::Cron(CronCommand::Preview(args)) = &cli.command {
         return run_preview(args);
+    }
+    if let Command::Keygen(args) = &cli.command {
+        return run_keygen(args);
     }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -105,8 +151,9 @@ fn main() -> ExitCode {
             Command::Standalone(args) => run_standalone(args).await,
             Command::Scheduler(args) => run_scheduler(args).await,
             Command::Executor(args) => run_executor(args).await,
-            Command::Cron(_) => unreachable!("handled before the runtime starts"),
-            Command::Client(_) => unreachable!("handled before the runtime starts"),
+            Command::Cron(_) | Command::Keygen(_) | Command::Client(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {
@@ -130,7 +177,40 @@ fn init_logging() {
 }
 
 fn scheduler_config(args: &SchedulerArgs, data_dir: PathBuf) -> SchedulerConfig {
-    SchedulerConfig::new(data_dir, args.http, args.quic, args.security_level)
+    let mut config =
+        SchedulerConfig::new(data_dir, args.http, args.quic, args.security.security_level);
+    config.keys = args.security.key_settings();
+    config.public_key = args.security.security_public_key.clone();
+    config
+}
+
+fn run_keygen(args: &KeygenArgs) -> ExitCode {
+    let written = std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("failed to create {}", args.out.display()))
+        .and_then(|()| Ok(KeyPair::generate(args.bits)?))
+        .and_then(|keys| Ok((keys.write_to(&args.out)?, keys)));
+    match written {
+        Ok(((private, public), keys)) => {
+            println!("private key: {} (mode 0600)", private.display());
+            println!("public key: {}", public.display());
+            println!("fingerprint: {}", keys.fingerprint());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads or generates a node's key pair off the async workers: generating
+/// a key takes seconds.
+async fn node_keys(data_dir: &Path, settings: KeySettings) -> anyhow::Result<KeyPair> {
+    let data_dir = data_dir.to_path_buf();
+    let keys = tokio::task::spawn_blocking(move || keys::load_or_generate(&data_dir, &settings))
+        .await
+        .context("the key loading task failed")??;
+    Ok(keys)
 }
 
 async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
@@ -143,15 +223,36 @@ async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
 async fn run_standalone(args: SchedulerArgs) -> anyhow::Result<()> {
     let node =
         SchedulerNode::start(scheduler_config(&args, args.data_dir.join("scheduler"))).await?;
-    standalone::bootstrap(&node)
+    let executor_dir = args.data_dir.join("executor");
+    // The in-process executor has its own key pair and is handed the
+    // scheduler's public key directly.
+    let credentials = match &node.public_key {
+        Some(scheduler_key) => {
+            let keys = node_keys(
+                &executor_dir,
+                KeySettings {
+                    private_key: None,
+                    bits: args.security.security_key_bits,
+                },
+            )
+            .await?;
+            Some(ExecutorCredentials {
+                keys: Arc::new(keys),
+                scheduler_key: scheduler_key.clone(),
+            })
+        }
+        None => None,
+    };
+    let executor_key = credentials
+        .as_ref()
+        .map(|credentials| credentials.keys.public_key());
+    standalone::bootstrap(&node, executor_key)
         .context("failed to create the default group, processor and bind")?;
 
-    let mut settings = ExecutorSettings::new(
-        args.data_dir.join("executor"),
-        node.quic_addr,
-        standalone::LOCAL_PROCESSOR,
-    );
-    settings.security_level = args.security_level;
+    let mut settings =
+        ExecutorSettings::new(executor_dir, node.quic_addr, standalone::LOCAL_PROCESSOR);
+    settings.security_level = args.security.security_level;
+    settings.credentials = credentials;
     let executor = ExecutorNode::start(settings)
         .await
         .context("failed to start the in-process executor")?;
@@ -166,8 +267,13 @@ async fn run_standalone(args: SchedulerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_executor(args: ExecutorArgs) -> anyhow::Result<()> {
+    let credentials = match args.security.security_level {
+        LEVEL_AUTHENTICATED => Some(executor_credentials(&args).await?),
+        _ => None,
+    };
     let mut settings = ExecutorSettings::new(args.data_dir, args.scheduler, args.name);
-    settings.security_level = args.security_level;
+    settings.security_level = args.security.security_level;
+    settings.credentials = credentials;
     let mut executor = ExecutorNode::start(settings).await?;
     tokio::select! {
         signal = wait_for_signal() => {
@@ -177,6 +283,29 @@ async fn run_executor(args: ExecutorArgs) -> anyhow::Result<()> {
         ended = executor.wait() => ended?,
     }
     Ok(())
+}
+
+/// The executor's key pair and the scheduler's public key at security level 1.
+async fn executor_credentials(args: &ExecutorArgs) -> anyhow::Result<ExecutorCredentials> {
+    let Some(path) = &args.security.security_public_key else {
+        anyhow::bail!(
+            "security level 1 needs the scheduler's public key: set DELICATE_SECURITY_PUBLIC_KEY \
+             (or --security-public-key) to a copy of the scheduler's node-key.pub.pem, which the \
+             scheduler writes into its data directory and logs at start-up; or run both nodes \
+             with DELICATE_SECURITY_LEVEL=0"
+        );
+    };
+    let scheduler_key = keys::read_public(path)?;
+    tracing::info!(
+        key.path = %path.display(),
+        key.fingerprint = %keys::fingerprint(&scheduler_key),
+        "security.scheduler_key_loaded"
+    );
+    let keys = node_keys(&args.data_dir, args.security.key_settings()).await?;
+    Ok(ExecutorCredentials {
+        keys: Arc::new(keys),
+        scheduler_key,
+    })
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -63,7 +63,9 @@ pub struct Metrics {
     pub fire_lateness: Histogram,
     pub dispatch_latency: Histogram,
     pub frames_rejected: AtomicU64,
+    frames_auth_failed: [AtomicU64; 3],
     pub joins_rejected: AtomicU64,
+    pub joins_rate_limited: AtomicU64,
     pub events_applied: AtomicU64,
 }
 
@@ -75,6 +77,10 @@ fn trigger_index(trigger: Trigger) -> usize {
         Trigger::Misfire => 3,
     }
 }
+
+/// `reason` labels of `delicate_frames_auth_failed_total`, as returned by
+/// `AuthFailure::reason`.
+const AUTH_FAILURE_REASONS: [&str; 3] = ["bad_mac", "sequence", "unsigned"];
 
 const TRIGGERS: [Trigger; 4] = [
     Trigger::Cron,
@@ -106,6 +112,16 @@ impl Metrics {
     pub fn instance_ended(&self, status: InstanceStatus) {
         self.instances_running.fetch_sub(1, Relaxed);
         self.instance_status_reached(status);
+    }
+
+    /// Counts a connection closed for a frame that failed authentication.
+    pub fn frame_auth_failed(&self, reason: &str) {
+        if let Some(index) = AUTH_FAILURE_REASONS
+            .iter()
+            .position(|known| *known == reason)
+        {
+            self.frames_auth_failed[index].fetch_add(1, Relaxed);
+        }
     }
 
     pub fn render(&self) -> String {
@@ -184,11 +200,28 @@ impl Metrics {
             "Connections closed for an invalid frame.",
             self.frames_rejected.load(Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP delicate_frames_auth_failed_total Connections closed for a frame that failed its MAC or sequence check, by reason.\n# TYPE delicate_frames_auth_failed_total counter"
+        );
+        for (reason, count) in AUTH_FAILURE_REASONS.iter().zip(&self.frames_auth_failed) {
+            let _ = writeln!(
+                out,
+                "delicate_frames_auth_failed_total{{reason=\"{reason}\"}} {}",
+                count.load(Relaxed)
+            );
+        }
         counter(
             &mut out,
             "delicate_joins_rejected_total",
             "Executor joins rejected.",
             self.joins_rejected.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "delicate_joins_rate_limited_total",
+            "Connections closed because their address exceeded the join rate limit.",
+            self.joins_rate_limited.load(Relaxed),
         );
         counter(
             &mut out,

@@ -100,6 +100,8 @@ fn welcome() -> Welcome {
         processor_id: 11,
         machine_id: 3,
         heartbeat_interval_ms: 100,
+        signature: Vec::new(),
+        encrypted_token: Vec::new(),
     }
 }
 

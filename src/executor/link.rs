@@ -21,14 +21,15 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::outbox::{Outbox, OutboxError};
 use crate::net::close_code;
-use crate::net::link::{FrameReader, FrameWriter, LinkError, OUTGOING_QUEUE};
-use crate::net::messages::{Hello, Message, PROTOCOL_VERSION, Welcome};
+use crate::net::join::{self, ExecutorCredentials, HandshakeError};
+use crate::net::link::{AuthFailure, FrameReader, FrameWriter, LinkError, OUTGOING_QUEUE};
+use crate::net::messages::{Hello, Message, Welcome};
 use crate::net::tls::SERVER_NAME;
 
 /// Limit on the QUIC handshake. Without it a scheduler that does not respond
 /// keeps an attempt waiting until the 15 s idle timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Limit on the wait for `Welcome` or `JoinRejected` after `Hello`.
+/// Limit on each wait for a reply of the scheduler during the join.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// First reconnect delay cap; it doubles after every failure.
 const BACKOFF_INITIAL: Duration = Duration::from_millis(200);
@@ -70,6 +71,9 @@ pub(crate) struct Link {
     pub endpoint: quinn::Endpoint,
     pub scheduler: SocketAddr,
     pub hello: Hello,
+    /// The executor's key pair and the scheduler's public key, at security
+    /// level 1.
+    pub credentials: Option<ExecutorCredentials>,
     pub outbox: Outbox,
     /// Highest outbox seq the writer may send: the node holds back events
     /// behind a `Finished` event that is not flushed to disk yet.
@@ -132,8 +136,13 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 fn log_join_failure(error: &JoinError, scheduler: SocketAddr, attempt: u32) {
     match error {
-        JoinError::Rejected { .. } | JoinError::VersionMismatch { .. } => {
+        JoinError::Handshake(
+            HandshakeError::Rejected { .. } | HandshakeError::VersionMismatch { .. },
+        ) => {
             error!(peer.addr = %scheduler, attempt, %error, "the scheduler rejected the join, retrying later");
+        }
+        JoinError::Handshake(HandshakeError::SchedulerNotAuthenticated { .. }) => {
+            error!(peer.addr = %scheduler, attempt, %error, "not joining: the scheduler failed authentication, retrying later");
         }
         _ => {
             warn!(peer.addr = %scheduler, attempt, %error, "failed to join the scheduler, retrying")
@@ -150,26 +159,13 @@ enum JoinError {
     #[error("timed out after {0:?} waiting for {1}")]
     TimedOut(Duration, &'static str),
     #[error(transparent)]
-    Link(#[from] LinkError),
-    #[error("join rejected: {reason}")]
-    Rejected { reason: String },
-    #[error(
-        "protocol version mismatch: this executor speaks version {PROTOCOL_VERSION}, \
-         the scheduler {scheduler}"
-    )]
-    VersionMismatch { scheduler: String },
-    #[error("expected Welcome or JoinRejected, got {0}")]
-    Unexpected(&'static str),
-    #[error("the scheduler closed the stream before answering Hello")]
-    NoAnswer,
+    Handshake(#[from] HandshakeError),
 }
 
 impl JoinError {
     fn close_code(&self) -> u32 {
         match self {
-            JoinError::VersionMismatch { .. } => close_code::VERSION_MISMATCH,
-            JoinError::Unexpected(_) => close_code::PROTOCOL_ERROR,
-            JoinError::Link(error) if error.is_protocol_violation() => close_code::PROTOCOL_ERROR,
+            JoinError::Handshake(error) => error.close_code(),
             _ => close_code::NORMAL,
         }
     }
@@ -186,6 +182,7 @@ struct Joined {
 /// Cause of the end of a session.
 enum SessionEnd {
     Protocol(String),
+    Authentication(AuthFailure),
     Rejected(String),
     PeerFinished,
     Lost(LinkError),
@@ -214,31 +211,21 @@ impl Link {
         let (send, recv) = connection.open_bi().await?;
         let mut writer = FrameWriter::new(send);
         let mut reader = FrameReader::new(recv);
-        writer.send(&Message::Hello(self.hello.clone())).await?;
-
-        let answer = tokio::time::timeout(JOIN_TIMEOUT, reader.next())
-            .await
-            .map_err(|_| JoinError::TimedOut(JOIN_TIMEOUT, "Welcome"));
-        let answer = match answer? {
-            Ok(answer) => answer,
-            Err(error) => return Err(version_rejection(connection).unwrap_or(error.into())),
-        };
-        match answer {
-            Some(Message::Welcome(welcome)) if welcome.protocol_version == PROTOCOL_VERSION => {
-                Ok(Joined {
-                    connection: connection.clone(),
-                    reader,
-                    writer,
-                    welcome,
-                })
-            }
-            Some(Message::Welcome(welcome)) => Err(JoinError::VersionMismatch {
-                scheduler: format!("version {}", welcome.protocol_version),
-            }),
-            Some(Message::JoinRejected { reason }) => Err(JoinError::Rejected { reason }),
-            Some(other) => Err(JoinError::Unexpected(other.kind())),
-            None => Err(JoinError::NoAnswer),
-        }
+        let joined = join::join_scheduler(
+            connection,
+            &mut reader,
+            &mut writer,
+            self.hello.clone(),
+            self.credentials.as_ref(),
+            JOIN_TIMEOUT,
+        )
+        .await?;
+        Ok(Joined {
+            connection: connection.clone(),
+            reader,
+            writer,
+            welcome: joined.welcome,
+        })
     }
 
     /// Serves one joined session until it ends. Returns false if the node is
@@ -301,21 +288,6 @@ impl Link {
     }
 }
 
-/// Recognises a scheduler that closed the connection because of our
-/// protocol version, which it does instead of sending `JoinRejected`.
-fn version_rejection(connection: &quinn::Connection) -> Option<JoinError> {
-    match connection.close_reason()? {
-        quinn::ConnectionError::ApplicationClosed(close)
-            if close.error_code == close_code::VERSION_MISMATCH.into() =>
-        {
-            Some(JoinError::VersionMismatch {
-                scheduler: format!("rejected it: {}", String::from_utf8_lossy(&close.reason)),
-            })
-        }
-        _ => None,
-    }
-}
-
 fn heartbeat_interval(millis: u64) -> Duration {
     if millis == 0 {
         return HEARTBEAT_DEFAULT;
@@ -328,6 +300,18 @@ fn close_session(connection: &quinn::Connection, end: SessionEnd) {
         SessionEnd::Protocol(error) => {
             warn!(%error, "protocol error from the scheduler, closing the connection");
             connection.close(close_code::PROTOCOL_ERROR.into(), b"protocol error");
+        }
+        SessionEnd::Authentication(failure) => {
+            warn!(
+                peer.addr = %connection.remote_address(),
+                reason = failure.reason(),
+                error = %failure,
+                "frame from the scheduler failed authentication, closing the connection"
+            );
+            connection.close(
+                close_code::AUTHENTICATION_FAILED.into(),
+                b"frame failed authentication",
+            );
         }
         SessionEnd::Rejected(reason) => {
             error!(%reason, "the scheduler ended the session");
@@ -364,6 +348,9 @@ async fn read_session(
         let message = match reader.next().await {
             Ok(Some(message)) => message,
             Ok(None) => return SessionEnd::PeerFinished,
+            Err(LinkError::Authentication(failure)) => {
+                return SessionEnd::Authentication(failure);
+            }
             Err(error) if error.is_protocol_violation() => {
                 return SessionEnd::Protocol(error.to_string());
             }

@@ -34,8 +34,10 @@ use super::process::{self, KillRun, RunActor, RunEvent};
 use crate::domain::lifecycle::{Outcome, RunEnd};
 use crate::domain::output::DEFAULT_OUTPUT_CAP;
 use crate::net::close_code;
+use crate::net::join::ExecutorCredentials;
 use crate::net::messages::{Heartbeat, Hello, Message, PROTOCOL_VERSION, RunRequest};
 use crate::net::tls::{self, TlsError};
+use crate::security::{LEVEL_AUTHENTICATED, LEVEL_OPEN};
 use crate::storage::StoreError;
 use crate::storage::flusher::Flusher;
 
@@ -79,21 +81,27 @@ pub struct ExecutorSettings {
     pub scheduler: SocketAddr,
     /// Name of the processor record this executor joins as.
     pub name: String,
-    /// Only 0 (no authentication) is implemented.
+    /// 0: join without authentication. 1: signed join and frame MACs,
+    /// which needs `credentials`.
     pub security_level: u8,
+    /// The executor's key pair and the scheduler's public key, used at
+    /// security level 1.
+    pub credentials: Option<ExecutorCredentials>,
     /// Maximum bytes kept per output stream, at most [`MAX_OUTPUT_CAP`].
     /// A request may set a lower cap for its run.
     pub output_cap: usize,
 }
 
 impl ExecutorSettings {
-    /// Settings at security level 0 with the default output cap (1 MiB).
+    /// Settings at security level 0 with the default output cap (1 MiB);
+    /// set `security_level` and `credentials` for level 1.
     pub fn new(data_dir: PathBuf, scheduler: SocketAddr, name: impl Into<String>) -> Self {
         ExecutorSettings {
             data_dir,
             scheduler,
             name: name.into(),
-            security_level: 0,
+            security_level: LEVEL_OPEN,
+            credentials: None,
             output_cap: DEFAULT_OUTPUT_CAP,
         }
     }
@@ -103,11 +111,16 @@ impl ExecutorSettings {
         if self.name.trim().is_empty() {
             return invalid("the processor name is empty".into());
         }
-        if self.security_level != 0 {
-            return invalid(format!(
-                "security level {} is not supported yet: use 0",
-                self.security_level
-            ));
+        match self.security_level {
+            LEVEL_OPEN => {}
+            LEVEL_AUTHENTICATED if self.credentials.is_some() => {}
+            LEVEL_AUTHENTICATED => {
+                return invalid(
+                    "security level 1 needs the executor's key pair and the scheduler's public key"
+                        .into(),
+                );
+            }
+            other => return invalid(format!("security level {other} is invalid: use 0 or 1")),
         }
         if !(2..=MAX_OUTPUT_CAP).contains(&self.output_cap) {
             return invalid(format!(
@@ -163,6 +176,7 @@ impl ExecutorNode {
             local.addr = %local_addr,
             peer.addr = %settings.scheduler,
             processor.name = %settings.name,
+            security_level = settings.security_level,
             "executor started"
         );
 
@@ -420,6 +434,7 @@ impl Node {
             endpoint: endpoint.clone(),
             scheduler: self.settings.scheduler,
             hello: self.hello(),
+            credentials: self.settings.credentials.clone(),
             outbox: self.outbox.clone(),
             sendable: self.sendable.subscribe(),
             events: self.link_events_sender.take().expect("taken once, here"),
@@ -921,11 +936,13 @@ mod tests {
     }
 
     #[test]
-    fn settings_reject_level_one_and_bad_caps() {
+    fn settings_reject_level_one_without_keys_and_bad_caps() {
         let mut settings =
             ExecutorSettings::new("/tmp/x".into(), "127.0.0.1:1".parse().unwrap(), "node");
         assert!(settings.validate().is_ok());
         settings.security_level = 1;
+        assert!(settings.validate().is_err());
+        settings.security_level = 2;
         assert!(settings.validate().is_err());
         settings.security_level = 0;
         settings.output_cap = MAX_OUTPUT_CAP + 1;

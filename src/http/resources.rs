@@ -3,7 +3,6 @@
 use actix_web::{HttpResponse, web};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::Api;
 use super::error::{ApiError, parse_json};
@@ -11,6 +10,7 @@ use crate::actors::directory::ProcessorLive;
 use crate::domain::entities::{Bind, Group, Id, Processor, Task};
 use crate::domain::time_format;
 use crate::domain::validation::{self, FieldError};
+use crate::security::keys;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -171,12 +171,28 @@ pub struct ProcessorView {
     updated_time: chrono::DateTime<Utc>,
 }
 
-/// SHA-256 of the key text, shown in place of the key.
-// TODO: fingerprint the DER of the key once key parsing lands with node authentication.
-pub fn fingerprint(pem: &str) -> String {
-    let digest = Sha256::digest(pem.trim().as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("SHA256:{hex}")
+/// Fingerprint of a stored PEM public key: `SHA256:` and the lowercase hex
+/// SHA-256 of its DER (SubjectPublicKeyInfo), or `None` for a record whose
+/// key does not parse.
+pub fn fingerprint(pem: &str) -> Option<String> {
+    keys::parse_public_pem(pem)
+        .ok()
+        .map(|key| keys::fingerprint(&key))
+}
+
+/// Checks a `public_key` input and returns it as stored: the key's
+/// canonical PEM, or `None` for an empty string, which removes the key.
+fn parse_public_key(input: &str) -> Result<Option<String>, ApiError> {
+    if input.trim().is_empty() {
+        return Ok(None);
+    }
+    match keys::parse_public_pem(input) {
+        Ok(key) => Ok(Some(keys::public_pem(&key))),
+        Err(error) => Err(ApiError::invalid(
+            "public_key",
+            format!("public_key must be an RSA public key in PEM (\"BEGIN PUBLIC KEY\"): {error}"),
+        )),
+    }
 }
 
 fn processor_view(api: &Api, processor: Processor) -> ProcessorView {
@@ -193,7 +209,7 @@ fn processor_view(api: &Api, processor: Processor) -> ProcessorView {
         tag: processor.tag,
         host: processor.host,
         machine_id: processor.machine_id,
-        public_key_fingerprint: processor.public_key.as_deref().map(fingerprint),
+        public_key_fingerprint: processor.public_key.as_deref().and_then(fingerprint),
         live,
         created_time: processor.created_time,
         updated_time: processor.updated_time,
@@ -231,7 +247,10 @@ async fn create_processor(api: web::Data<Api>, body: web::Bytes) -> Result<HttpR
         machine_id: validation::check_machine_id(
             input.machine_id.ok_or_else(|| missing("machine_id"))?,
         )?,
-        public_key: input.public_key,
+        public_key: match input.public_key.as_deref() {
+            Some(text) => parse_public_key(text)?,
+            None => None,
+        },
         created_time: now,
         updated_time: now,
     };
@@ -265,8 +284,8 @@ async fn update_processor(
     if let Some(machine_id) = input.machine_id {
         processor.machine_id = validation::check_machine_id(machine_id)?;
     }
-    if let Some(key) = input.public_key {
-        processor.public_key = Some(key);
+    if let Some(text) = input.public_key.as_deref() {
+        processor.public_key = parse_public_key(text)?;
     }
     processor.updated_time = Utc::now();
     validation::check_processor(&processor)?;

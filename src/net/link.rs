@@ -1,9 +1,15 @@
 //! Reading and writing framed messages on one QUIC stream.
+//!
+//! After a level-1 join both ends call `enable_mac`: from then on every
+//! frame carries an HMAC-SHA256 (see [`crate::security::mac`]), and a frame
+//! without one, with a wrong one, or out of sequence is an
+//! [`AuthFailure`].
 
 use tokio::sync::mpsc;
 
 use super::frame::{self, FrameError};
 use super::messages::Message;
+use crate::security::mac::{FrameMac, MAC_LEN};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -17,6 +23,30 @@ pub enum LinkError {
     Write(#[from] quinn::WriteError),
     #[error("the peer closed the stream in the middle of a frame")]
     Truncated,
+    #[error("frame failed authentication: {0}")]
+    Authentication(AuthFailure),
+}
+
+/// Why a frame of a MAC-protected session was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("frame {seq} carries no MAC")]
+    Unsigned { seq: u64 },
+    #[error("frame {seq} has an invalid MAC")]
+    BadMac { seq: u64 },
+    #[error("frame sequence {got} is out of order: expected {expected}")]
+    Sequence { expected: u64, got: u64 },
+}
+
+impl AuthFailure {
+    /// Label of the `reason` of `delicate_frames_auth_failed_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Unsigned { .. } => "unsigned",
+            AuthFailure::BadMac { .. } => "bad_mac",
+            AuthFailure::Sequence { .. } => "sequence",
+        }
+    }
 }
 
 impl LinkError {
@@ -29,11 +59,13 @@ impl LinkError {
     }
 }
 
-/// Reads frames, checking the length limit and the sequence numbers.
+/// Reads frames, checking the length limit, the sequence numbers and,
+/// once enabled, the MACs.
 pub struct FrameReader {
     recv: quinn::RecvStream,
     next_seq: u64,
     body: Vec<u8>,
+    mac: Option<FrameMac>,
 }
 
 impl FrameReader {
@@ -42,7 +74,14 @@ impl FrameReader {
             recv,
             next_seq: 0,
             body: Vec::new(),
+            mac: None,
         }
+    }
+
+    /// Requires a valid MAC on every later frame. `mac` must be keyed for
+    /// the direction this reader receives.
+    pub fn enable_mac(&mut self, mac: FrameMac) {
+        self.mac = Some(mac);
     }
 
     /// Returns the next message, or `None` when the peer finished the stream
@@ -64,7 +103,26 @@ impl FrameReader {
         }
 
         let parts = frame::split_frame(&self.body)?;
-        if parts.seq != self.next_seq {
+        if let Some(mac) = &self.mac {
+            // The MAC is checked first, so a tampered seq reports a bad MAC
+            // and a sequence error means a replayed or dropped frame.
+            if parts.mac.is_empty() {
+                return Err(LinkError::Authentication(AuthFailure::Unsigned {
+                    seq: parts.seq,
+                }));
+            }
+            if !mac.verify(parts.seq, parts.payload, parts.mac) {
+                return Err(LinkError::Authentication(AuthFailure::BadMac {
+                    seq: parts.seq,
+                }));
+            }
+            if parts.seq != self.next_seq {
+                return Err(LinkError::Authentication(AuthFailure::Sequence {
+                    expected: self.next_seq,
+                    got: parts.seq,
+                }));
+            }
+        } else if parts.seq != self.next_seq {
             return Err(LinkError::Sequence {
                 expected: self.next_seq,
                 got: parts.seq,
@@ -75,11 +133,12 @@ impl FrameReader {
     }
 }
 
-/// Writes frames with increasing sequence numbers.
+/// Writes frames with increasing sequence numbers and, once enabled, MACs.
 pub struct FrameWriter {
     send: quinn::SendStream,
     next_seq: u64,
     buffer: Vec<u8>,
+    mac: Option<FrameMac>,
 }
 
 impl FrameWriter {
@@ -88,15 +147,37 @@ impl FrameWriter {
             send,
             next_seq: 0,
             buffer: Vec::new(),
+            mac: None,
         }
+    }
+
+    /// Signs every later frame. `mac` must be keyed for the direction this
+    /// writer sends.
+    pub fn enable_mac(&mut self, mac: FrameMac) {
+        self.mac = Some(mac);
     }
 
     /// Appends a message to the write buffer without sending it.
     pub fn queue(&mut self, message: &Message) -> Result<(), LinkError> {
         let payload = frame::encode_payload(message)?;
-        frame::write_frame(&mut self.buffer, self.next_seq, &[], &payload)?;
+        let signed: [u8; MAC_LEN];
+        let mac: &[u8] = match &self.mac {
+            Some(mac) => {
+                signed = mac.sign(self.next_seq, &payload);
+                &signed
+            }
+            None => &[],
+        };
+        frame::write_frame(&mut self.buffer, self.next_seq, mac, &payload)?;
         self.next_seq += 1;
         Ok(())
+    }
+
+    /// Returns the stream, after flushing, and the sequence number of the
+    /// next frame, for a caller that writes frames itself.
+    pub async fn into_parts(mut self) -> Result<(quinn::SendStream, u64), LinkError> {
+        self.flush().await?;
+        Ok((self.send, self.next_seq))
     }
 
     /// Sends everything queued.

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::lifecycle::Outcome;
 
 /// Version of the message set; the first exchange carries it and a
-/// mismatch closes the connection with `VERSION_MISMATCH`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// mismatch closes the connection with `VERSION_MISMATCH`. Version 2 added
+/// the level-1 join (`Challenge`, `Proof`, the signed `Welcome`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Which of an instance's output streams a chunk belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,6 +32,10 @@ impl Stream {
 pub enum Message {
     /// Executor to scheduler, first frame of a connection.
     Hello(Hello),
+    /// Scheduler to executor at security level 1, after Hello: its nonce.
+    Challenge(Challenge),
+    /// Executor to scheduler at security level 1, after Challenge.
+    Proof(Proof),
     /// Scheduler to executor: the join is accepted.
     Welcome(Welcome),
     /// Scheduler to executor, just before closing: why the join failed.
@@ -56,6 +61,8 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Hello(_) => "hello",
+            Message::Challenge(_) => "challenge",
+            Message::Proof(_) => "proof",
             Message::Welcome(_) => "welcome",
             Message::JoinRejected { .. } => "join_rejected",
             Message::Heartbeat(_) => "heartbeat",
@@ -82,12 +89,34 @@ pub struct Hello {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// 32 random bytes of the scheduler for the signed handshake.
+    pub nonce: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Proof {
+    /// The executor's public key (SubjectPublicKeyInfo DER), so a rejection
+    /// can name the key the executor holds. The scheduler verifies with the
+    /// key on record, never with this one.
+    pub public_key: Vec<u8>,
+    /// RSA-PSS (SHA-256) signature of the executor's join transcript.
+    pub signature: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Welcome {
     pub protocol_version: u32,
     pub processor_id: u64,
     pub machine_id: u16,
     /// How often the executor sends heartbeats.
     pub heartbeat_interval_ms: u64,
+    /// RSA-PSS (SHA-256) signature of the scheduler's join transcript;
+    /// empty at security level 0.
+    pub signature: Vec<u8>,
+    /// The session token, RSA-OAEP (SHA-256) encrypted with the executor's
+    /// public key; empty at security level 0.
+    pub encrypted_token: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! connection.
 
 pub mod frame;
+pub mod join;
 pub mod link;
 pub mod messages;
 pub mod tls;
@@ -23,4 +24,6 @@ pub mod close_code {
     pub const SESSION_REPLACED: u32 = 5;
     /// No heartbeat arrived within the offline limit.
     pub const HEARTBEAT_TIMEOUT: u32 = 6;
+    /// The peer's address used up its join attempts; it may retry later.
+    pub const TOO_MANY_JOINS: u32 = 7;
 }

@@ -17,21 +17,44 @@ use crate::domain::entities::{Id, InstanceStatus};
 use crate::domain::lifecycle::InstanceEvent;
 use crate::domain::output::cut_marker;
 use crate::net::close_code;
-use crate::net::link::{FrameReader, FrameWriter, OUTGOING_QUEUE, pump_outgoing};
+use crate::net::join::{self, Rejection};
+use crate::net::link::{
+    AuthFailure, FrameReader, FrameWriter, LinkError, OUTGOING_QUEUE, pump_outgoing,
+};
 use crate::net::messages::{Event, EventKind, Hello, Message, PROTOCOL_VERSION, Welcome};
-use crate::storage::StoreError;
+use crate::security::LEVEL_AUTHENTICATED;
+use crate::security::keys::{self, KeyPair};
+use crate::security::mac::{Direction, FrameMac};
+use crate::security::rate_limit::JoinLimiter;
+use crate::storage::{SessionRecord, StoreError};
 use kameo::actor::ActorRef;
+use rsa::PublicKey;
 
-/// Time a new connection has to open its stream and send Hello.
+/// Time a new connection has to open its stream and send Hello, and at
+/// security level 1 to send Proof after Challenge.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a rejected executor has to read `JoinRejected` and close the
+/// connection itself, because closing first could discard the unsent frame.
+const REJECT_LINGER: Duration = Duration::from_secs(1);
+/// A rate-limited connection is logged once, then every this many times.
+const RATE_LIMIT_LOG_EVERY: u64 = 100;
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// The listener's rules for admitting executors.
+#[derive(Debug)]
+pub struct JoinPolicy {
+    pub security_level: u8,
+    /// The scheduler's key pair: `Some` at security level 1.
+    pub keys: Option<KeyPair>,
+    pub limiter: JoinLimiter,
+}
 
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
-    security_level: u8,
+    policy: Arc<JoinPolicy>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -40,7 +63,7 @@ pub async fn serve(
                 let Some(incoming) = incoming else { break };
                 let shared = shared.clone();
                 let span = tracing::info_span!("scheduler.session", peer.addr = %incoming.remote_address());
-                tokio::spawn(accept(incoming, shared, security_level).instrument(span));
+                tokio::spawn(accept(incoming, shared, policy.clone()).instrument(span));
             }
             _ = shutdown.changed() => break,
         }
@@ -48,7 +71,7 @@ pub async fn serve(
     tracing::info!("quic listener stopped accepting");
 }
 
-async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, security_level: u8) {
+async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, policy: Arc<JoinPolicy>) {
     let peer = incoming.remote_address();
     let connection = match incoming.await {
         Ok(connection) => connection,
@@ -57,6 +80,20 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, security_level: 
             return;
         }
     };
+    if !policy
+        .limiter
+        .try_acquire(peer.ip(), std::time::Instant::now())
+    {
+        let total = shared.metrics.joins_rate_limited.fetch_add(1, Relaxed) + 1;
+        if total == 1 || total.is_multiple_of(RATE_LIMIT_LOG_EVERY) {
+            tracing::warn!(peer.addr = %peer, rate_limited.total = total, "join rate limit exceeded; closing the connection");
+        }
+        connection.close(
+            close_code::TOO_MANY_JOINS.into(),
+            b"too many join attempts from this address: retry later",
+        );
+        return;
+    }
     let (send, recv) = match tokio::time::timeout(JOIN_TIMEOUT, connection.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         _ => {
@@ -79,32 +116,77 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, security_level: 
         }
     };
 
-    let (processor_id, actor) = match check_join(&shared, &hello, security_level) {
-        Ok(found) => found,
-        Err((code, reason)) => {
-            shared.metrics.joins_rejected.fetch_add(1, Relaxed);
-            tracing::warn!(peer.addr = %peer, processor.name = %hello.processor_name, %reason, "join rejected");
-            let _ = writer
-                .send(&Message::JoinRejected {
-                    reason: reason.clone(),
-                })
-                .await;
-            writer.finish();
-            connection.close(code.into(), reason.as_bytes());
+    let target = match check_join(&shared, &hello, policy.security_level) {
+        Ok(target) => target,
+        Err(rejection) => {
+            reject_join(&shared, &connection, &mut writer, &hello, rejection).await;
             return;
         }
     };
+    let admission = match (&policy.keys, &target.record_key) {
+        (Some(keys), Some(record_key)) => {
+            let admitted = join::admit_executor(
+                &connection,
+                &mut reader,
+                &mut writer,
+                &hello,
+                record_key,
+                keys,
+                JOIN_TIMEOUT,
+            )
+            .await;
+            match admitted {
+                Ok(admission) => Some(admission),
+                Err(rejection) => {
+                    reject_join(&shared, &connection, &mut writer, &hello, rejection).await;
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    let processor_id = target.processor_id;
+    let actor = target.actor;
     let Some((record, _)) = shared.directory.processor(processor_id) else {
         return;
     };
+
+    let session_id = SESSION_IDS.fetch_add(1, Relaxed);
+    if let Some(admission) = &admission {
+        let stored =
+            SessionRecord::new(session_id, processor_id, peer.to_string(), &admission.token);
+        if let Err(error) = shared.store.put_session(&stored) {
+            tracing::error!(%error, processor.id = processor_id, "failed to store the session");
+            let rejection = Rejection {
+                code: close_code::JOIN_REJECTED,
+                reason: "internal error of the scheduler: failed to store the session".into(),
+            };
+            reject_join(&shared, &connection, &mut writer, &hello, rejection).await;
+            return;
+        }
+    }
     let welcome = Welcome {
         protocol_version: PROTOCOL_VERSION,
         processor_id,
         machine_id: record.machine_id,
         heartbeat_interval_ms: shared.settings.heartbeat_interval.as_millis() as u64,
+        signature: admission
+            .as_ref()
+            .map(|a| a.signature.clone())
+            .unwrap_or_default(),
+        encrypted_token: admission
+            .as_ref()
+            .map(|a| a.encrypted_token.clone())
+            .unwrap_or_default(),
     };
     if writer.send(&Message::Welcome(welcome)).await.is_err() {
         return;
+    }
+    if let Some(admission) = &admission {
+        writer.enable_mac(FrameMac::new(
+            &admission.token,
+            Direction::SchedulerToExecutor,
+        ));
     }
 
     let (outgoing, queue) = mpsc::channel(OUTGOING_QUEUE);
@@ -113,7 +195,6 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, security_level: 
             tracing::debug!(%error, "session writer stopped");
         }
     });
-    let session_id = SESSION_IDS.fetch_add(1, Relaxed);
     let session = Session {
         id: session_id,
         connection: connection.clone(),
@@ -123,7 +204,13 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, security_level: 
     if actor.tell(AttachSession(session)).await.is_err() {
         return;
     }
-    tracing::info!(peer.addr = %peer, processor.id = processor_id, processor.name = %hello.processor_name, "executor joined");
+    tracing::info!(
+        peer.addr = %peer,
+        processor.id = processor_id,
+        processor.name = %hello.processor_name,
+        security_level = policy.security_level,
+        "executor joined"
+    );
 
     let context = SessionContext {
         shared: shared.clone(),
@@ -143,39 +230,104 @@ fn reject_frame(shared: &Shared, connection: &quinn::Connection, reason: &str) {
     connection.close(close_code::PROTOCOL_ERROR.into(), reason.as_bytes());
 }
 
-/// Checks a Hello: protocol version, security level, a processor of that name.
-fn check_join(
+fn reject_auth_failure(
+    context: &SessionContext,
+    connection: &quinn::Connection,
+    failure: AuthFailure,
+) {
+    context.shared.metrics.frame_auth_failed(failure.reason());
+    tracing::warn!(
+        peer.addr = %connection.remote_address(),
+        processor.id = context.processor_id,
+        reason = failure.reason(),
+        error = %failure,
+        "frame failed authentication; closing the connection"
+    );
+    connection.close(
+        close_code::AUTHENTICATION_FAILED.into(),
+        b"frame failed authentication",
+    );
+}
+
+/// Counts and logs a failed join, sends `JoinRejected` and closes.
+async fn reject_join(
     shared: &Shared,
+    connection: &quinn::Connection,
+    writer: &mut FrameWriter,
     hello: &Hello,
-    security_level: u8,
-) -> Result<(Id, ActorRef<ProcessorActor>), (u32, String)> {
+    rejection: Rejection,
+) {
+    let Rejection { code, reason } = rejection;
+    shared.metrics.joins_rejected.fetch_add(1, Relaxed);
+    tracing::warn!(peer.addr = %connection.remote_address(), processor.name = %hello.processor_name, %reason, "join rejected");
+    let _ = writer
+        .send(&Message::JoinRejected {
+            reason: reason.clone(),
+        })
+        .await;
+    writer.finish();
+    let _ = tokio::time::timeout(REJECT_LINGER, connection.closed()).await;
+    connection.close(code.into(), reason.as_bytes());
+}
+
+/// The processor a Hello names, with its public key at security level 1.
+struct JoinTarget {
+    processor_id: Id,
+    actor: ActorRef<ProcessorActor>,
+    record_key: Option<PublicKey>,
+}
+
+/// Checks a Hello: protocol version, security level, a processor of that
+/// name and, at level 1, its public key on record.
+fn check_join(shared: &Shared, hello: &Hello, security_level: u8) -> Result<JoinTarget, Rejection> {
     if hello.protocol_version != PROTOCOL_VERSION {
-        return Err((
-            close_code::VERSION_MISMATCH,
-            format!(
+        return Err(Rejection {
+            code: close_code::VERSION_MISMATCH,
+            reason: format!(
                 "executor speaks protocol version {}, this scheduler speaks version {PROTOCOL_VERSION}",
                 hello.protocol_version
             ),
-        ));
+        });
     }
+    let rejected = |reason: String| Rejection {
+        code: close_code::JOIN_REJECTED,
+        reason,
+    };
     if hello.security_level != security_level {
-        return Err((
-            close_code::JOIN_REJECTED,
-            format!(
-                "executor runs at security level {}, this scheduler at security level {security_level}: set DELICATE_SECURITY_LEVEL to the same value on both",
-                hello.security_level
-            ),
-        ));
+        return Err(rejected(format!(
+            "executor runs at security level {}, this scheduler at security level {security_level}: set DELICATE_SECURITY_LEVEL to the same value on both",
+            hello.security_level
+        )));
     }
-    match shared.directory.processor_by_name(&hello.processor_name) {
-        Some((record, actor)) => Ok((record.id, actor)),
-        None => Err((
-            close_code::JOIN_REJECTED,
-            format!(
-                "no processor named {:?} is registered: create it with POST /api/v1/processors",
-                hello.processor_name
-            ),
-        )),
+    let Some((record, actor)) = shared.directory.processor_by_name(&hello.processor_name) else {
+        return Err(rejected(format!(
+            "no processor named {:?} is registered: create it with POST /api/v1/processors",
+            hello.processor_name
+        )));
+    };
+    if security_level < LEVEL_AUTHENTICATED {
+        return Ok(JoinTarget {
+            processor_id: record.id,
+            actor,
+            record_key: None,
+        });
+    }
+    let Some(pem) = record.public_key.as_deref() else {
+        return Err(rejected(format!(
+            "processor {:?} (id {}) has no public key on record: set its public_key to the executor's public key PEM",
+            record.name, record.id
+        )));
+    };
+    match keys::parse_public_pem(pem) {
+        Ok(key) => Ok(JoinTarget {
+            processor_id: record.id,
+            actor,
+            record_key: Some(key),
+        }),
+        Err(error) => Err(rejected(format!(
+            "the public key on record for processor {:?} (id {}) is invalid: {error}",
+            record.name, record.id
+        ))),
     }
 }
 
@@ -196,6 +348,10 @@ async fn read_session(
         let message = match reader.next().await {
             Ok(Some(message)) => message,
             Ok(None) => return,
+            Err(LinkError::Authentication(failure)) => {
+                reject_auth_failure(context, connection, failure);
+                return;
+            }
             Err(error) if error.is_protocol_violation() => {
                 reject_frame(&context.shared, connection, &error.to_string());
                 return;

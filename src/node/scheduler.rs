@@ -17,7 +17,12 @@ use crate::domain::entities::{Bind, Group, Processor, Task};
 use crate::domain::snowflake::SnowflakeGenerator;
 use crate::metrics::Metrics;
 use crate::net::{close_code, tls};
+use crate::node::listener::JoinPolicy;
+use crate::security::keys::{self, KeyPair, KeySettings};
+use crate::security::rate_limit::{DEFAULT_JOIN_BURST, DEFAULT_JOIN_RATE, JoinLimiter};
+use crate::security::{LEVEL_AUTHENTICATED, LEVEL_OPEN};
 use crate::storage::{DEFAULT_CACHE_BYTES, Store};
+use rsa::PublicKey;
 
 /// Everything a scheduler node is started with.
 #[derive(Clone, Debug)]
@@ -29,6 +34,15 @@ pub struct SchedulerConfig {
     pub http_workers: usize,
     pub cache_bytes: u64,
     pub settings: SchedulerSettings,
+    /// The scheduler's key pair at security level 1.
+    pub keys: KeySettings,
+    /// The scheduler's public key file. When set, it must belong to the
+    /// private key.
+    pub public_key: Option<PathBuf>,
+    /// Join attempts allowed at once from one address.
+    pub join_burst: u32,
+    /// Join attempts an address regains per second.
+    pub join_rate: f64,
 }
 
 impl SchedulerConfig {
@@ -46,6 +60,10 @@ impl SchedulerConfig {
             http_workers: 2,
             cache_bytes: DEFAULT_CACHE_BYTES,
             settings: SchedulerSettings::default(),
+            keys: KeySettings::default(),
+            public_key: None,
+            join_burst: DEFAULT_JOIN_BURST,
+            join_rate: DEFAULT_JOIN_RATE,
         }
     }
 }
@@ -58,6 +76,8 @@ pub struct SchedulerNode {
     pub http_addr: SocketAddr,
     pub quic_addr: SocketAddr,
     pub shared: Arc<Shared>,
+    /// The scheduler's public key: `Some` at security level 1.
+    pub public_key: Option<PublicKey>,
     shutdown: watch::Sender<bool>,
     http: actix_web::dev::ServerHandle,
     endpoint: quinn::Endpoint,
@@ -74,6 +94,11 @@ impl SchedulerNode {
         let store_dir = config.data_dir.join("store");
         let store = Store::open(&store_dir, config.cache_bytes)
             .with_context(|| format!("failed to open the store in {}", store_dir.display()))?;
+        store
+            .clear_sessions()
+            .context("failed to clear the sessions of the previous run")?;
+        let keys = load_keys(&config).await?;
+        let public_key = keys.as_ref().map(|keys| keys.public_key().clone());
         let shared = Arc::new(Shared {
             ids: Mutex::new(SnowflakeGenerator::resume_after(
                 store.newest_instance_id()?,
@@ -96,10 +121,15 @@ impl SchedulerNode {
         let endpoint = quinn::Endpoint::server(server_config, config.quic)
             .with_context(|| format!("failed to bind the QUIC address {}", config.quic))?;
         let quic_addr = endpoint.local_addr()?;
+        let policy = Arc::new(JoinPolicy {
+            security_level: config.security_level,
+            keys,
+            limiter: JoinLimiter::new(config.join_burst, config.join_rate),
+        });
         tokio::spawn(listener::serve(
             endpoint.clone(),
             shared.clone(),
-            config.security_level,
+            policy,
             shutdown_rx.clone(),
         ));
 
@@ -110,7 +140,13 @@ impl SchedulerNode {
         tokio::spawn(server);
         tokio::spawn(purge_loop(shared.clone(), shutdown_rx));
 
-        tracing::info!(http.addr = %http_addr, quic.addr = %quic_addr, data_dir = %config.data_dir.display(), "scheduler.started");
+        tracing::info!(
+            http.addr = %http_addr,
+            quic.addr = %quic_addr,
+            data_dir = %config.data_dir.display(),
+            security_level = config.security_level,
+            "scheduler.started"
+        );
         if config.security_level == 0 {
             tracing::warn!(
                 quic.addr = %quic_addr,
@@ -121,6 +157,7 @@ impl SchedulerNode {
             http_addr,
             quic_addr,
             shared,
+            public_key,
             shutdown,
             http,
             endpoint,
@@ -140,6 +177,30 @@ impl SchedulerNode {
         }
         tracing::info!("scheduler.stopped");
     }
+}
+
+/// Loads or generates the scheduler's key pair at security level 1.
+async fn load_keys(config: &SchedulerConfig) -> anyhow::Result<Option<KeyPair>> {
+    match config.security_level {
+        LEVEL_OPEN => return Ok(None),
+        LEVEL_AUTHENTICATED => {}
+        other => anyhow::bail!("security level {other} is invalid: use 0 or 1"),
+    }
+    let data_dir = config.data_dir.clone();
+    let settings = config.keys.clone();
+    // Generating a key takes seconds, so it runs off the async workers.
+    let keys = tokio::task::spawn_blocking(move || keys::load_or_generate(&data_dir, &settings))
+        .await
+        .context("the key loading task failed")??;
+    if let Some(public) = &config.public_key {
+        let private = config
+            .keys
+            .private_key
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(keys::PRIVATE_KEY_FILE));
+        keys::check_public_matches(public, &keys, &private)?;
+    }
+    Ok(Some(keys))
 }
 
 /// Fills the directory and spawns the actors of every group and processor.

@@ -9,11 +9,13 @@ mod codec;
 mod entities;
 pub(crate) mod flusher;
 mod instances;
+mod sessions;
 
 use std::path::Path;
 
 pub use entities::{Entity, EntityKind};
 pub use instances::{FireRecord, InstanceFilter, InstancePage, TaskState};
+pub use sessions::SessionRecord;
 
 use crate::domain::validation::FieldError;
 
@@ -78,6 +80,9 @@ struct Trees {
     running: sled::Tree,
     /// instance id + stream + offset, to a chunk of output bytes.
     output: sled::Tree,
+    /// processor id, to the session record (with its token) of its newest
+    /// level-1 join.
+    sessions: sled::Tree,
 }
 
 impl Store {
@@ -102,6 +107,7 @@ impl Store {
             slots: tree("slots")?,
             running: tree("running")?,
             output: tree("output")?,
+            sessions: tree("sessions")?,
         };
         check_schema(&trees.meta)?;
         let flusher = flusher::Flusher::start(db.clone());

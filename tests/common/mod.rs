@@ -1,5 +1,10 @@
 //! Test harness: `delicate` nodes as child processes on loopback with port
 //! 0, an HTTP client for their API, and deadline polling.
+//!
+//! Nodes run at the default security level 1. [`Node::executor`] sets up
+//! the keys as an operator would: it writes the executor's key pair with
+//! `delicate keygen`, puts the public key on the processor record and hands
+//! the executor the public key of the scheduler at that address.
 
 #![allow(dead_code)]
 
@@ -10,9 +15,75 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use serde_json::Value;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_delicate");
+/// File names of a node's key pair in its data directory.
+pub const PRIVATE_KEY_FILE: &str = "node-key.pem";
+pub const PUBLIC_KEY_FILE: &str = "node-key.pub.pem";
+/// Key size of keys the harness generates: the smallest allowed, for speed.
+const TEST_KEY_BITS: &str = "2048";
+
+/// Schedulers this process started: QUIC address, data directory, HTTP address.
+static SCHEDULERS: Mutex<Vec<(SocketAddr, PathBuf, SocketAddr)>> = Mutex::new(Vec::new());
+
+fn scheduler_at_quic(quic: SocketAddr) -> Option<(PathBuf, SocketAddr)> {
+    let schedulers = SCHEDULERS.lock().unwrap();
+    schedulers
+        .iter()
+        .rev()
+        .find(|(address, _, _)| *address == quic)
+        .map(|(_, dir, http)| (dir.clone(), *http))
+}
+
+/// Writes a key pair into `dir` with `delicate keygen` unless one is there,
+/// and returns the public key PEM.
+pub fn keygen(dir: &Path) -> String {
+    let public = dir.join(PUBLIC_KEY_FILE);
+    if !public.exists() {
+        let output = Command::new(BINARY)
+            .args([
+                "keygen",
+                "--out",
+                dir.to_str().unwrap(),
+                "--bits",
+                TEST_KEY_BITS,
+            ])
+            .env_remove("DELICATE_SECURITY_KEY_BITS")
+            .output()
+            .expect("running delicate keygen");
+        assert!(
+            output.status.success(),
+            "delicate keygen failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    std::fs::read_to_string(public).unwrap()
+}
+
+/// Sets the public key of processor `name`, if it exists, through the API.
+pub fn register_key(api: &Api, name: &str, public_key_pem: &str) {
+    let (status, processors) = api.get("/api/v1/processors");
+    assert_eq!(status, 200, "{processors}");
+    let found = processors
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["id"].as_u64());
+    if let Some(id) = found {
+        let (status, body) = api.patch(
+            &format!("/api/v1/processors/{id}"),
+            json!({"public_key": public_key_pem}),
+        );
+        assert_eq!(
+            status, 200,
+            "setting the public key of processor {name}: {body}"
+        );
+    }
+}
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics naming `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
@@ -54,6 +125,9 @@ impl Node {
             .args(args)
             .env("DELICATE_LOG", "info,delicate=debug")
             .env_remove("DELICATE_SECURITY_LEVEL")
+            .env_remove("DELICATE_SECURITY_PRIVATE_KEY")
+            .env_remove("DELICATE_SECURITY_PUBLIC_KEY")
+            .env_remove("DELICATE_SECURITY_KEY_BITS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -129,8 +203,13 @@ impl Node {
 
     /// `delicate scheduler` on given addresses, for restarts on the same ports.
     pub fn scheduler_at(data_dir: &Path, http: &str, quic: &str) -> Node {
+        Self::scheduler_with(data_dir, http, quic, &[])
+    }
+
+    /// `delicate scheduler` with extra environment variables.
+    pub fn scheduler_with(data_dir: &Path, http: &str, quic: &str, envs: &[(&str, &str)]) -> Node {
         let dir = data_dir.to_str().unwrap();
-        Self::spawn(
+        let node = Self::spawn(
             &[
                 "scheduler",
                 "--data-dir",
@@ -141,13 +220,45 @@ impl Node {
                 quic,
             ],
             data_dir,
-            &[],
+            envs,
         )
-        .wait_for_addresses()
+        .wait_for_addresses();
+        let entry = (
+            node.quic.unwrap(),
+            data_dir.to_path_buf(),
+            node.http.unwrap(),
+        );
+        SCHEDULERS.lock().unwrap().push(entry);
+        node
     }
 
-    /// `delicate executor` joining `scheduler` as processor `name`.
+    /// `delicate executor` joining the scheduler at `scheduler` as processor
+    /// `name`, with its key registered on the processor record if that
+    /// exists. The scheduler must have been started by this harness.
     pub fn executor(data_dir: &Path, scheduler: SocketAddr, name: &str) -> Node {
+        let (scheduler_dir, http) =
+            scheduler_at_quic(scheduler).expect("the scheduler was started by this harness");
+        let public_key = keygen(data_dir);
+        register_key(&Api::new(http), name, &public_key);
+        let scheduler_key = scheduler_dir.join(PUBLIC_KEY_FILE);
+        Self::executor_with(
+            data_dir,
+            scheduler,
+            name,
+            &[(
+                "DELICATE_SECURITY_PUBLIC_KEY",
+                scheduler_key.to_str().unwrap(),
+            )],
+        )
+    }
+
+    /// `delicate executor` with only the given environment variables set up.
+    pub fn executor_with(
+        data_dir: &Path,
+        scheduler: SocketAddr,
+        name: &str,
+        envs: &[(&str, &str)],
+    ) -> Node {
         let dir = data_dir.to_str().unwrap();
         let address = scheduler.to_string();
         Self::spawn(
@@ -161,8 +272,14 @@ impl Node {
                 name,
             ],
             data_dir,
-            &[],
+            envs,
         )
+    }
+
+    /// Waits until the process exits and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_for("the node to exit", timeout, || child.try_wait().unwrap())
     }
 
     pub fn pid(&self) -> u32 {
