@@ -259,6 +259,7 @@ async fn run_standalone(args: SchedulerArgs) -> anyhow::Result<()> {
     tracing::info!(http.addr = %node.http_addr, "standalone.ready: create a task with POST /api/v1/tasks");
 
     wait_for_signal().await?;
+    node.stop_firing().await;
     if let Err(error) = executor.shutdown().await {
         tracing::error!(%error, "executor shutdown failed");
     }

@@ -136,6 +136,21 @@ impl Directory {
         }
     }
 
+    /// True when every processor that a bind with weight above 0 routes to is online.
+    pub fn bound_processors_online(&self) -> bool {
+        let inner = self.read();
+        inner
+            .binds
+            .values()
+            .filter(|bind| bind.weight > 0)
+            .all(|bind| {
+                inner
+                    .processors
+                    .get(&bind.executor_id)
+                    .is_some_and(|p| p.live.online)
+            })
+    }
+
     pub fn online_count(&self) -> usize {
         self.read()
             .processors

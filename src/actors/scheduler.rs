@@ -98,7 +98,7 @@ impl SchedulerActor {
         let wake = actor.wake.clone();
         let actor_ref = SchedulerActor::spawn_with_mailbox(actor, kameo::mailbox::bounded(MAILBOX));
         let ticker = actor_ref.clone();
-        tokio::spawn(async move { tick_loop(ticker, wake).await });
+        tokio::spawn(tick_loop(ticker, wake, shared));
         Ok(actor_ref)
     }
 
@@ -405,7 +405,15 @@ impl Actor for SchedulerActor {
     }
 }
 
-async fn tick_loop(actor: ActorRef<SchedulerActor>, wake: Arc<Notify>) {
+/// Longest wait after a start for the executors of bound processors to
+/// rejoin, so catch-up fires find them online.
+const REJOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+async fn tick_loop(actor: ActorRef<SchedulerActor>, wake: Arc<Notify>, shared: Arc<Shared>) {
+    let deadline = tokio::time::Instant::now() + REJOIN_GRACE;
+    while !shared.directory.bound_processors_online() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     loop {
         let Ok(NextTick(next)) = actor.ask(Tick).await else {
             tracing::debug!("scheduler actor stopped; ticker ends");

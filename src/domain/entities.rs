@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
 use super::time_format;
 
@@ -121,7 +121,12 @@ impl Serialize for Frequency {
 impl<'de> Deserialize<'de> for Frequency {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if d.is_human_readable() {
-            Ok(match FrequencyJson::deserialize(d)? {
+            let json = FrequencyJson::deserialize(d).map_err(|_| {
+                D::Error::custom(
+                    r#"frequency must be {"mode":"once"}, {"mode":"repeat"} or {"mode":"count_down","count":N}"#,
+                )
+            })?;
+            Ok(match json {
                 FrequencyJson::Once => Frequency::Once,
                 FrequencyJson::CountDown { count } => Frequency::CountDown { count },
                 FrequencyJson::Repeat => Frequency::Repeat,

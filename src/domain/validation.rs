@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::entities::{Bind, Group, Processor, Task};
+use super::entities::{Bind, Frequency, Group, Processor, Task};
 use super::schedule::Schedule;
 
 /// An input value that breaks a field rule.
@@ -221,6 +221,12 @@ pub fn check_task(task: &Task) -> Result<Schedule, FieldError> {
             ),
         ));
     }
+    if task.frequency == (Frequency::CountDown { count: 0 }) {
+        return Err(FieldError::new(
+            "frequency",
+            "frequency count_down with count 0 would never fire: use a count of 1 or more",
+        ));
+    }
     if task.binding_ids.len() > MAX_BINDS_PER_TASK {
         return Err(FieldError::new(
             "binding_ids",
@@ -242,7 +248,17 @@ pub fn check_task(task: &Task) -> Result<Schedule, FieldError> {
     if let Some(stdin) = &task.stdin {
         check_text("stdin", stdin, MAX_COMMAND_LEN)?;
     }
-    parse_schedule(task, task.schedule_anchor)
+    let schedule = parse_schedule(task, task.schedule_anchor)?;
+    if let Ok(None) = schedule.next_after(task.updated_time) {
+        return Err(FieldError::new(
+            "cron_expression",
+            format!(
+                "cron_expression {:?} has no fire time after {}: its year field lies in the past",
+                task.cron_expression, task.updated_time
+            ),
+        ));
+    }
+    Ok(schedule)
 }
 
 /// Parses a task's schedule, mapping the error to the field it belongs to.

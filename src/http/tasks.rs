@@ -277,6 +277,10 @@ async fn create_task(api: web::Data<Api>, body: web::Bytes) -> Result<HttpRespon
 
 /// Stores an edited task and reschedules it.
 pub async fn store_edit(api: &Api, mut task: Task) -> Result<Task, ApiError> {
+    if task.status == TaskStatus::Enabled && task.remaining_count == Some(0) {
+        // Enabling a used-up task, by PATCH or by /enable, arms its count again.
+        task.remaining_count = task.frequency.initial_count();
+    }
     prepare_task(api, &mut task)?;
     api.shared.store.update(&task)?;
     api.shared.store.durable().await?;
@@ -298,10 +302,6 @@ async fn update_task(
 
 async fn set_status(api: &Api, id: &str, status: TaskStatus) -> Result<HttpResponse, ApiError> {
     let mut task = api.shared.store.require::<Task>(path_id(id)?)?;
-    if status == TaskStatus::Enabled && task.remaining_count == Some(0) {
-        // Enabling a used-up task arms its count again.
-        task.remaining_count = task.frequency.initial_count();
-    }
     task.status = status;
     task.updated_time = Utc::now();
     let task = store_edit(api, task).await?;

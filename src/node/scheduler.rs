@@ -165,8 +165,17 @@ impl SchedulerNode {
     }
 
     /// Stops accepting work, closes executor connections, flushes the store.
+    /// Stops the scheduler actor, so no slot fires any more.
+    pub async fn stop_firing(&self) {
+        let scheduler = self.shared.scheduler();
+        if scheduler.stop_gracefully().await.is_ok() {
+            scheduler.wait_for_shutdown().await;
+        }
+    }
+
     pub async fn shutdown(self) {
         tracing::info!("scheduler.stopping");
+        self.stop_firing().await;
         let _ = self.shutdown.send(true);
         self.http.stop(true).await;
         self.endpoint
