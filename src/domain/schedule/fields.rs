@@ -319,7 +319,7 @@ mod tests {
         // A 31-day month starting on Friday ends on Sunday: the 31st moves to Friday the 29th.
         assert_eq!(nearest_weekday(31, 31, 5), 29);
         // A Saturday 15th moves to Friday the 14th and a Sunday 15th to Monday the 16th.
-        assert_eq!(nearest_weekday(15, 30, 1), 14);
+        assert_eq!(nearest_weekday(15, 30, 6), 14);
         assert_eq!(nearest_weekday(15, 30, 0), 16);
     }
 
