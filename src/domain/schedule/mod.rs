@@ -295,7 +295,8 @@ impl Iterator for FireTimes<'_> {
 /// schedule runs out. `@every` intervals count from `after`.
 ///
 /// This is the one preview used by the CLI, the HTTP API and a task's next
-/// fire times.
+/// fire times. It runs one search per fire time, so callers bound `count`
+/// (the CLI accepts at most 1000).
 pub fn preview(
     expression: &str,
     time_zone: &str,
