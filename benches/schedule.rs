@@ -20,6 +20,7 @@ fn start() -> DateTime<Utc> {
 fn delicate_next_after(criterion: &mut Criterion) {
     let cases = [
         ("*/5 * * * *", "UTC"),
+        ("*/5 * * * *", "Europe/Berlin"),
         ("0 30 9 * * mon-fri", "UTC"),
         ("0 30 9 * * mon-fri", "Europe/Berlin"),
         ("0 0 12 L * ?", "UTC"),

@@ -412,3 +412,39 @@ fn search_at_end_of_time_is_an_error() {
     let every = Schedule::parse("@every 1d", "UTC", anchor()).expect("valid");
     assert!(every.next_after(DateTime::<Utc>::MAX_UTC).is_err());
 }
+
+#[test]
+fn extreme_instants_do_not_panic() {
+    let expressions = [
+        "* * * * *",
+        "0 0 29 2 *",
+        "0 0 * 2 mon#5",
+        "@hourly",
+        "@every 1d",
+    ];
+    let near_end = DateTime::<Utc>::MAX_UTC - chrono::TimeDelta::days(365 * 100);
+    for expression in expressions {
+        let schedule = Schedule::parse(expression, "Europe/Berlin", anchor()).expect("valid");
+        for after in [DateTime::<Utc>::MIN_UTC, near_end, DateTime::<Utc>::MAX_UTC] {
+            match schedule.next_after(after) {
+                Ok(Some(next)) => assert!(next > after, "{expression} after {after}"),
+                Ok(None) => panic!("{expression} has no year field but returned Ok(None)"),
+                Err(error) => assert_eq!(error.api_field(), "cron_expression"),
+            }
+        }
+    }
+
+    // chrono's last year, +262142, is no leap year, so a search for a leap
+    // day from its middle passes the end of the calendar and fails.
+    let last_summer = DateTime::<Utc>::MAX_UTC - chrono::TimeDelta::days(200);
+    let leap_day = Schedule::parse("0 0 29 2 *", "UTC", anchor()).expect("valid");
+    let error = leap_day
+        .next_after(last_summer)
+        .expect_err("no leap day before the end");
+    assert!(
+        error
+            .to_string()
+            .contains("no date matched within 400 years or before the calendar ends"),
+        "{error}"
+    );
+}

@@ -19,6 +19,8 @@
 //! fall-back change fires once, at its first occurrence, when the hour field
 //! names hours outright (`2`, `1,3`, `1-3`); it fires at both occurrences
 //! when the hour field contains `*` or a step (`*`, `*/2`, `1-5/2`).
+//! `@every` counts elapsed seconds from its anchor, so daylight saving
+//! changes do not move it.
 //!
 //! Evaluation is pure: it reads neither the clock nor the host's time zone,
 //! and its result depends only on the expression, the zone and the instant.
@@ -133,6 +135,7 @@ impl Schedule {
         &self.expression
     }
 
+    /// Returns the zone the expression is evaluated in.
     pub fn time_zone(&self) -> Tz {
         self.time_zone
     }
@@ -178,7 +181,9 @@ impl Schedule {
                 CalendarMatch::Found(candidate) => candidate,
                 CalendarMatch::YearsExhausted => return Ok(repeat),
                 CalendarMatch::NotFound => {
-                    let reason = format!("no date matched within {SEARCH_YEARS} years");
+                    let reason = format!(
+                        "no date matched within {SEARCH_YEARS} years or before the calendar ends"
+                    );
                     return Err(self.search_failed(after, &reason));
                 }
             };
@@ -290,7 +295,8 @@ impl Iterator for FireTimes<'_> {
 /// schedule runs out. `@every` intervals count from `after`.
 ///
 /// This is the one preview used by the CLI, the HTTP API and a task's next
-/// fire times.
+/// fire times. It runs one search per fire time, so callers bound `count`
+/// (the CLI accepts at most 1000).
 pub fn preview(
     expression: &str,
     time_zone: &str,
