@@ -391,12 +391,23 @@ fn resource_verbs_by_name_and_id() {
     )
     .json();
     let group_id = group["id"].as_u64().unwrap().to_string();
-    let key_file = dir.path().join("key.pem");
-    std::fs::write(
-        &key_file,
-        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-    )
-    .unwrap();
+    let key_dir = dir.path().join("keys");
+    let keygen = std::process::Command::new(env!("CARGO_BIN_EXE_delicate"))
+        .args([
+            "keygen",
+            "--bits",
+            "2048",
+            "--out",
+            key_dir.to_str().unwrap(),
+        ])
+        .output()
+        .expect("running delicate keygen");
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let key_file = key_dir.join("node-key.pub.pem");
     let processor = ok(
         s,
         &[
