@@ -30,6 +30,8 @@ enum Command {
     /// Work with cron expressions, locally.
     #[command(subcommand)]
     Cron(CronCommand),
+    /// Measure a scenario on nodes this command starts on loopback.
+    Bench(delicate::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -76,6 +78,9 @@ fn main() -> ExitCode {
     if let Command::Cron(CronCommand::Preview(args)) = &cli.command {
         return run_preview(args);
     }
+    if let Command::Bench(args) = cli.command {
+        return delicate::bench::run(args);
+    }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -89,7 +94,7 @@ fn main() -> ExitCode {
             Command::Standalone(args) => run_standalone(args).await,
             Command::Scheduler(args) => run_scheduler(args).await,
             Command::Executor(args) => run_executor(args).await,
-            Command::Cron(_) => unreachable!("handled before the runtime starts"),
+            Command::Cron(_) | Command::Bench(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

@@ -112,7 +112,7 @@ fn item_matches(item: &str, value: u32, min: u32, open_end: u32, names: &[&str])
             },
         )
     };
-    value >= start && value <= end && (value - start) % step.unwrap_or(1) == 0
+    value >= start && value <= end && (value - start).is_multiple_of(step.unwrap_or(1))
 }
 
 fn list_matches(token: &str, value: u32, min: u32, open_end: u32, names: &[&str]) -> bool {

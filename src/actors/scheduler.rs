@@ -129,10 +129,10 @@ impl SchedulerActor {
             }
             self.queue.pop();
             let current = self.tasks.get(&task_id).is_some_and(|e| e.generation == generation);
-            if current {
-                if let Err(error) = self.fire_task(task_id, now).await {
-                    tracing::error!(task.id = task_id, %error, "scheduler.fire failed");
-                }
+            if current
+                && let Err(error) = self.fire_task(task_id, now).await
+            {
+                tracing::error!(task.id = task_id, %error, "scheduler.fire failed");
             }
         }
         let next = self.queue.peek().map(|Reverse((at, _, _))| *at);

@@ -162,11 +162,11 @@ pub fn new_task(input: TaskInput, now: DateTime<Utc>) -> Result<Task, FieldError
 /// Applies an edit. A new frequency restarts the count; a new schedule or
 /// zone restarts `@every` intervals from now.
 fn apply_edit(task: &mut Task, input: TaskInput, now: DateTime<Utc>) {
-    if let Some(frequency) = input.frequency {
-        if frequency != task.frequency {
-            task.frequency = frequency;
-            task.remaining_count = frequency.initial_count();
-        }
+    if let Some(frequency) = input.frequency
+        && frequency != task.frequency
+    {
+        task.frequency = frequency;
+        task.remaining_count = frequency.initial_count();
     }
     let schedule_changed = input.cron_expression.as_ref().is_some_and(|e| *e != task.cron_expression)
         || input.time_zone.as_ref().is_some_and(|z| *z != task.time_zone);
