@@ -309,7 +309,9 @@ impl SchedulerActor {
     async fn launch(&mut self, instances: Vec<Instance>, task: Arc<Task>) {
         for instance in instances {
             self.shared.metrics.instance_created(instance.trigger, instance.status);
-            tracing::info!(
+            // Debug, not info: at a thousand fires per second one line per
+            // instance costs more scheduler CPU than the fire itself.
+            tracing::debug!(
                 instance.id = instance.id,
                 task.id = instance.task_id,
                 trigger = ?instance.trigger,
