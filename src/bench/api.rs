@@ -1,6 +1,7 @@
 //! `bench api`: task creations, then instance reads, over HTTP with
-//! keep-alive, one thread and connection each. A creation is answered only
-//! after the store has flushed it, so the creation rate is a durable rate.
+//! keep-alive, one thread and connection each. The API sends the response
+//! to a creation only after the store has flushed it, so the creation rate
+//! is a durable rate.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

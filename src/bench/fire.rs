@@ -86,7 +86,7 @@ fn watch_window(cluster: &Cluster, end: DateTime<Utc>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every stored instance whose slot lies in `[start, end)`.
+/// Reads every stored instance whose slot lies in `[start, end)`.
 pub fn instances_between(
     store: &Store,
     start: DateTime<Utc>,

@@ -23,7 +23,7 @@ use clap::{Args, ValueEnum};
 
 pub use report::{Figure, Report};
 
-/// What `delicate bench` measures.
+/// A measurement `delicate bench` runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     /// N tasks firing every second: fire rate, lateness, missed fires.
@@ -45,7 +45,8 @@ pub struct BenchArgs {
     /// Scenario to run.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// Number of tasks (fire: 1000, dispatch: 4000, scale: 1000000, api: 20000).
+    /// Number of tasks (defaults: fire 1000, dispatch 4000, scale 1000000;
+    /// api: the maximum number of creations, 100000).
     #[arg(long)]
     pub tasks: Option<usize>,
     /// Length of the measured window, such as `60s` or `2m` (fire: 60 s,

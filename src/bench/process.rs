@@ -528,7 +528,7 @@ impl Cluster {
     }
 }
 
-/// The value at quantile `q` (0 to 1) of sorted `values`, by nearest rank.
+/// Returns the value at quantile `q` (0 to 1) of `sorted`, by nearest rank.
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

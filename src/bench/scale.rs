@@ -208,9 +208,9 @@ fn bench_bind(store: &Store) -> anyhow::Result<Id> {
     Ok(bind.id)
 }
 
-/// A varied schedule: task 0 fires every second so the first fire comes
-/// soon; the others fire hourly to monthly at spread-out times, in three
-/// zones, so few fire while the scheduler is measured.
+/// Returns a varied schedule. Task 0 fires every second, so the first fire
+/// comes soon. The others fire hourly to monthly at spread-out times in
+/// three zones, so few of them fire while the scheduler is measured.
 fn schedule_of(index: usize) -> (String, &'static str) {
     if index == 0 {
         return ("* * * * * *".to_string(), "UTC");
