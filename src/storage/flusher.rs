@@ -15,10 +15,6 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    pub fn start(db: sled::Db) -> Flusher {
-        Flusher::start_joinable(db).0
-    }
-
     /// Starts the flusher and also returns its thread. The thread exits once
     /// every clone of the `Flusher` is dropped, and only then drops its
     /// `sled::Db`, so a caller that must release the store's file lock (to

@@ -12,6 +12,8 @@ mod instances;
 mod sessions;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 pub use entities::{Entity, EntityKind};
 pub use instances::{FireRecord, InstanceFilter, InstancePage, TaskState};
@@ -57,6 +59,8 @@ pub struct Store {
     db: sled::Db,
     trees: Trees,
     flusher: flusher::Flusher,
+    /// The flusher's thread, taken by [`Store::close`].
+    flusher_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 #[derive(Clone)]
@@ -110,8 +114,37 @@ impl Store {
             sessions: tree("sessions")?,
         };
         check_schema(&trees.meta)?;
-        let flusher = flusher::Flusher::start(db.clone());
-        Ok(Store { db, trees, flusher })
+        let (flusher, thread) = flusher::Flusher::start_joinable(db.clone());
+        let flusher_thread = Arc::new(Mutex::new(Some(thread)));
+        Ok(Store {
+            db,
+            trees,
+            flusher,
+            flusher_thread,
+        })
+    }
+
+    /// Flushes and closes the store, so the directory can be opened again in
+    /// this process. Returns `false`, closing nothing, while other clones of
+    /// this handle exist, because the flusher thread keeps the files open
+    /// until the last clone is dropped.
+    pub fn close(self) -> Result<bool, StoreError> {
+        self.db.flush()?;
+        if Arc::strong_count(&self.flusher_thread) > 1 {
+            return Ok(false);
+        }
+        let thread = self
+            .flusher_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(self);
+        if let Some(thread) = thread {
+            thread
+                .join()
+                .map_err(|_| StoreError::Flush("the flusher thread panicked".into()))?;
+        }
+        Ok(true)
     }
 
     /// Waits until every write made before the call is on disk.

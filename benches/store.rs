@@ -1,0 +1,96 @@
+//! Time to store one cron fire (instance, slot claim, indexes and task
+//! state in one sled transaction), without a flush and followed by a flush
+//! to disk through the group-commit flusher.
+//!
+//! Run with `cargo bench --bench store`. The flushed figure is bound by the
+//! disk's sync rate of the machine it runs on.
+
+use std::hint::black_box;
+
+use chrono::{DateTime, Duration, Utc};
+use criterion::{Criterion, criterion_group, criterion_main};
+use delicate::domain::entities::{Frequency, Instance, InstanceStatus, Trigger};
+use delicate::storage::{DEFAULT_CACHE_BYTES, FireRecord, Store, TaskState};
+
+fn instance(id: u64, slot: DateTime<Utc>) -> Instance {
+    Instance {
+        id,
+        task_id: 1,
+        name: "nightly-backup".into(),
+        description: String::new(),
+        command: "true".into(),
+        frequency: Frequency::Repeat,
+        cron_expression: "* * * * * *".into(),
+        maximum_parallel_runnable_num: 1,
+        tag: String::new(),
+        status: InstanceStatus::Running,
+        created_time: slot,
+        updated_time: slot,
+        executor_processor_id: Some(1),
+        executor_processor_name: "executor-1".into(),
+        executor_processor_host: "127.0.0.1".into(),
+        bind_id: Some(1),
+        scheduled_time: slot,
+        trigger: Trigger::Cron,
+        attempt: 1,
+        started_time: None,
+        finished_time: None,
+        exit_code: None,
+        signal: None,
+        reason: None,
+    }
+}
+
+/// Stores the fire of slot number `n`; each slot is claimed once.
+fn record(store: &Store, start: DateTime<Utc>, n: u64) {
+    let slot = start + Duration::seconds(n as i64);
+    let instances = [instance(n + 1, slot)];
+    let state = TaskState {
+        last_slot: Some(slot),
+        missed: 0,
+        skipped: 0,
+    };
+    let fire = FireRecord {
+        task_id: 1,
+        slot: Some(slot),
+        per_processor: false,
+        instances: &instances,
+        state: Some(&state),
+        task: None,
+    };
+    assert!(
+        store
+            .record_fire(black_box(&fire))
+            .expect("the fire is stored")
+    );
+}
+
+fn record_fire(criterion: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).expect("the store opens");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let start = Utc::now();
+    let mut n = 0;
+    let mut group = criterion.benchmark_group("store record_fire");
+    group.bench_function("no flush", |bencher| {
+        bencher.iter(|| {
+            n += 1;
+            record(&store, start, n);
+        })
+    });
+    group.bench_function("then durable", |bencher| {
+        bencher.iter(|| {
+            n += 1;
+            record(&store, start, n);
+            runtime
+                .block_on(store.durable())
+                .expect("the flush succeeds");
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, record_fire);
+criterion_main!(benches);

@@ -1,0 +1,202 @@
+//! `bench api`: task creations, then instance reads, over HTTP with
+//! keep-alive, one thread and connection each. The API sends the response
+//! to a creation only after the store has flushed it, so the creation rate
+//! is a durable rate.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde_json::json;
+
+use super::process::{DataDir, Http, NodeProcess, own_cpu_time, quantile};
+use super::report::Bound;
+use super::{BenchArgs, Report, progress};
+
+/// Instances created before the read phase, so listings return full pages.
+const SEED_INSTANCES: usize = 200;
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
+    let max_creates = args.tasks_or(100_000);
+    let window = args.duration_or(30);
+    let connections = args.connections.max(1);
+    let data = DataDir::new(args.keep_data.as_deref(), "api")?;
+    let mut report = Report::new(
+        "api",
+        json!({"max_creates": max_creates, "duration_s": window.as_secs_f64(), "connections": connections}),
+    );
+
+    let mut scheduler = NodeProcess::scheduler(&data.join("scheduler"))?;
+    let http = Http::new(scheduler.http());
+    let group = http.create("/api/v1/groups", &json!({"name": "api"}))?;
+    let processor = http.create(
+        "/api/v1/processors",
+        &json!({"name": "api", "host": "127.0.0.1", "machine_id": 1}),
+    )?;
+    http.create(
+        "/api/v1/binds",
+        &json!({"name": "api", "group_id": group, "executor_id": processor, "weight": 1}),
+    )?;
+    seed_instances(&http)?;
+
+    let phase = window / 2;
+    let client_cpu_before = own_cpu_time()?;
+    let server_cpu_before = scheduler.cpu_time()?;
+    let creates = run_phase(
+        "create",
+        &scheduler,
+        connections,
+        phase,
+        max_creates,
+        |http, index| {
+            let body = json!({"name": format!("api-{index}"), "cron_expression": "0 0 0 1 1 *", "command": "true"});
+            let (status, value) = http.post("/api/v1/tasks", &body)?;
+            if status != 201 {
+                bail!("POST /api/v1/tasks returned {status}: {value}");
+            }
+            Ok(())
+        },
+    )?;
+    let reads = run_phase(
+        "read",
+        &scheduler,
+        connections,
+        phase,
+        usize::MAX,
+        |http, _| {
+            let (status, value) = http.get("/api/v1/instances?limit=20")?;
+            if status != 200 {
+                bail!("GET /api/v1/instances returned {status}: {value}");
+            }
+            Ok(())
+        },
+    )?;
+    let client_cpu = (own_cpu_time()? - client_cpu_before).as_secs_f64();
+    let server_cpu = (scheduler.cpu_time()? - server_cpu_before).as_secs_f64();
+    scheduler.stop()?;
+
+    report.add_target(
+        "creates_per_second",
+        creates.rate(),
+        "1/s",
+        Bound::AtLeast(10_000.0),
+    );
+    report.add("creates", creates.latencies.len() as f64, "count");
+    report.add(
+        "create_latency_p50",
+        quantile(&creates.latencies, 0.5),
+        "ms",
+    );
+    report.add_target(
+        "create_latency_p99",
+        quantile(&creates.latencies, 0.99),
+        "ms",
+        Bound::AtMost(20.0),
+    );
+    report.add(
+        "create_latency_max",
+        quantile(&creates.latencies, 1.0),
+        "ms",
+    );
+    report.add("reads_per_second", reads.rate(), "1/s");
+    report.add("read_latency_p50", quantile(&reads.latencies, 0.5), "ms");
+    report.add("read_latency_p99", quantile(&reads.latencies, 0.99), "ms");
+    report.add(
+        "scheduler_cpu_share",
+        server_cpu / (2.0 * phase.as_secs_f64()),
+        "cores",
+    );
+    report.add(
+        "client_cpu_share",
+        client_cpu / (2.0 * phase.as_secs_f64()),
+        "cores",
+    );
+    Ok(report)
+}
+
+fn seed_instances(http: &Http) -> anyhow::Result<()> {
+    let body = json!({"name": "api-seed", "cron_expression": "0 0 0 1 1 *", "command": "true"});
+    let task = http.create("/api/v1/tasks", &body)?;
+    for _ in 0..SEED_INSTANCES {
+        let (status, value) = http.post(&format!("/api/v1/tasks/{task}/run"), &json!({}))?;
+        if !(200..300).contains(&status) {
+            bail!("POST /api/v1/tasks/{task}/run returned {status}: {value}");
+        }
+    }
+    Ok(())
+}
+
+struct Phase {
+    /// Sorted, in milliseconds.
+    latencies: Vec<f64>,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Calls `request` from `connections` threads until `window` passes or
+/// `limit` requests were made.
+fn run_phase(
+    name: &str,
+    scheduler: &NodeProcess,
+    connections: usize,
+    window: Duration,
+    limit: usize,
+    request: impl Fn(&Http, usize) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<Phase> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let latencies = Mutex::new(Vec::new());
+    let began = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..connections)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    let http = Http::new(scheduler.http());
+                    let mut own = Vec::new();
+                    while began.elapsed() < window {
+                        let index = next.fetch_add(1, Relaxed);
+                        if index >= limit {
+                            break;
+                        }
+                        let sent = Instant::now();
+                        request(&http, index)?;
+                        own.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        done.fetch_add(1, Relaxed);
+                    }
+                    latencies
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(own);
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut last = 0;
+        while !workers.iter().all(|worker| worker.is_finished()) {
+            std::thread::sleep(Duration::from_millis(100));
+            if began.elapsed().as_secs() > last {
+                last = began.elapsed().as_secs();
+                progress(
+                    "api",
+                    began.elapsed(),
+                    &format!("{name}: {} requests", done.load(Relaxed)),
+                );
+            }
+        }
+        workers.into_iter().try_for_each(|worker| {
+            worker
+                .join()
+                .unwrap_or_else(|_| bail!("a request thread panicked"))
+        })
+    })?;
+    let elapsed = began.elapsed();
+    let mut latencies = latencies.into_inner().unwrap_or_else(|e| e.into_inner());
+    latencies.sort_by(f64::total_cmp);
+    Ok(Phase { latencies, elapsed })
+}
