@@ -134,9 +134,17 @@ fn join_cost(criterion: &mut Criterion) {
     group.finish();
 }
 
-/// One QUIC stream on loopback: the writer on the client side, the reader
+/// Endpoints and connections that must outlive the stream of a benchmark.
+type Keep = (
+    quinn::Endpoint,
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::Connection,
+);
+
+/// Opens one QUIC stream on loopback: the writer on the client side, the reader
 /// on the server side.
-async fn stream_pair() -> (quinn::Endpoint, quinn::Endpoint, FrameWriter, FrameReader) {
+async fn stream_pair() -> (Keep, FrameWriter, FrameReader) {
     let cert_dir = tempfile::tempdir().unwrap();
     let config = tls::server_config(cert_dir.path()).unwrap();
     let server = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
@@ -144,16 +152,18 @@ async fn stream_pair() -> (quinn::Endpoint, quinn::Endpoint, FrameWriter, FrameR
     let connecting = client
         .connect(server.local_addr().unwrap(), tls::SERVER_NAME)
         .unwrap();
-    let (incoming, connection) = tokio::join!(server.accept(), connecting);
-    let accepted = incoming.unwrap().await.unwrap();
-    let (send, _client_recv) = connection.unwrap().open_bi().await.unwrap();
+    // The server must accept the `Incoming` for the client's handshake to end.
+    let accepting = async { server.accept().await.unwrap().await.unwrap() };
+    let (accepted, connection) = tokio::join!(accepting, connecting);
+    let connection = connection.unwrap();
+    let (send, _client_recv) = connection.open_bi().await.unwrap();
     let mut writer = FrameWriter::new(send);
     // The stream becomes visible to the server with its first bytes.
     writer.send(&heartbeat()).await.unwrap();
     let (_server_send, recv) = accepted.accept_bi().await.unwrap();
     let mut reader = FrameReader::new(recv);
     reader.next().await.unwrap();
-    (server, client, writer, reader)
+    ((server, client, connection, accepted), writer, reader)
 }
 
 fn heartbeat() -> Message {
@@ -190,7 +200,7 @@ fn frame_throughput(criterion: &mut Criterion) {
     group.sample_size(20);
     group.throughput(Throughput::Elements(FRAMES_PER_ITERATION));
     for with_mac in [false, true] {
-        let (_server, _client, mut writer, mut reader) = runtime.block_on(stream_pair());
+        let (_keep, mut writer, mut reader) = runtime.block_on(stream_pair());
         if with_mac {
             let token = SessionToken::generate().unwrap();
             writer.enable_mac(FrameMac::new(&token, Direction::ExecutorToScheduler));
