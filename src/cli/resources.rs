@@ -117,7 +117,7 @@ struct ProcessorCommon {
     #[arg(long)]
     tag: Option<String>,
     /// File with the executor's PEM public key, needed at security level 1
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, visible_alias = "public-key", value_name = "PATH")]
     public_key_file: Option<PathBuf>,
 }
 
