@@ -180,7 +180,7 @@ impl Node {
 
     pub fn standalone_with(data_dir: &Path, envs: &[(&str, &str)]) -> Node {
         let dir = data_dir.to_str().unwrap();
-        Self::spawn(
+        let node = Self::spawn(
             &[
                 "standalone",
                 "--data-dir",
@@ -193,7 +193,16 @@ impl Node {
             data_dir,
             envs,
         )
-        .wait_for_addresses()
+        .wait_for_addresses();
+        // The default group, processor and bind exist once this is logged.
+        let log = node.log.clone();
+        wait_for("standalone to be ready", Duration::from_secs(60), || {
+            log.lock()
+                .unwrap()
+                .contains("standalone.ready")
+                .then_some(())
+        });
+        node
     }
 
     /// `delicate scheduler` on free ports.
