@@ -1,4 +1,4 @@
-//! Bad input answers 400, 409 or 422 naming the field, and hostile network
+//! Bad input gets 400, 409 or 422 naming the field, and hostile network
 //! input leaves the scheduler serving.
 
 mod common;

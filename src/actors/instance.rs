@@ -99,7 +99,7 @@ impl InstanceActor {
         }
     }
 
-    /// Sends the run to the current processor and waits for its answer.
+    /// Sends the run to the current processor and waits for its acceptance.
     async fn offer(&self) -> Result<(), String> {
         let Some(processor) = self
             .instance

@@ -23,7 +23,7 @@ use crate::domain::schedule::Schedule;
 use crate::domain::validation::parse_schedule;
 use crate::storage::{FireRecord, StoreError, TaskState};
 
-/// Longest wait between ticks, so a clock step is noticed.
+/// Maximum wait between ticks, so a clock step is noticed.
 const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(30);
 /// Mailbox size: API calls and instance ends queue here during a busy tick.
 const MAILBOX: usize = 4096;
@@ -53,7 +53,7 @@ pub struct SchedulerActor {
     wake: Arc<Notify>,
 }
 
-/// Why a manual run or retry created no instance.
+/// Reason a manual run or retry created no instance.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("task {0} not found")]
@@ -273,8 +273,8 @@ impl SchedulerActor {
         group.ask(request).await.unwrap_or_default()
     }
 
-    /// One instance per route; with no route, one instance that records
-    /// that no executor was online.
+    /// Builds one instance per route. With no route it builds one instance
+    /// that records that no executor was online.
     fn build_instances(
         &self,
         task: &Task,
@@ -411,7 +411,7 @@ impl Actor for SchedulerActor {
     }
 }
 
-/// Longest wait after a start for the executors of bound processors to
+/// Maximum wait after a start for the executors of bound processors to
 /// rejoin, so catch-up fires find them online.
 const REJOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::entities::{Frequency, Instance, InstanceStatus, Trigger};
 use super::schedule::Schedule;
 
-/// How a run ended on the executor.
+/// Kind of end of a run on the executor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunEnd {
     Exited,
@@ -140,7 +140,7 @@ pub fn plan_retry(instance: &Instance, retry_times: u32, retry_interval: u64) ->
     })
 }
 
-/// What to do about the slots of one task that are due.
+/// Decision about the due slots of one task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FirePlan {
     /// The slot to fire now, if any, and its trigger.

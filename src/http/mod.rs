@@ -2,7 +2,7 @@
 //! and `/metrics`.
 //!
 //! Handlers run on actix worker threads. They read and write the store
-//! directly, wait for the flush before answering a change, and reach the
+//! directly, wait for the flush before responding to a change, and reach the
 //! actors through their references.
 
 mod crontab;

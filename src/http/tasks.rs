@@ -328,7 +328,7 @@ async fn run_task(api: web::Data<Api>, id: web::Path<String>) -> Result<HttpResp
         .await
         .map_err(|e| match e {
             kameo::error::SendError::HandlerError(error) => ApiError::from(error),
-            other => ApiError::internal(format!("the scheduler did not answer: {other}")),
+            other => ApiError::internal(format!("the scheduler did not respond: {other}")),
         })?;
     let views: Vec<InstanceView> = instances.into_iter().map(InstanceView::from).collect();
     Ok(HttpResponse::Created().json(serde_json::json!({ "instances": views })))
