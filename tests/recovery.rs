@@ -1,5 +1,5 @@
 //! Crashes: an executor or the scheduler killed with SIGKILL, and what the
-//! cluster knows after each comes back.
+//! cluster records after each comes back.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! The one place an instance changes status. Every change goes through the
-//! domain state machine inside a store transaction, then tells whoever
-//! tracks the instance.
+//! domain state machine inside a store transaction, then notifies the
+//! actors that track the instance.
 
 use std::cell::Cell;
 
