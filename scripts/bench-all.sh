@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every `delicate bench` scenario at its default size, one after the
+# other, with a release build. Each scenario prints its table on stdout and
+# writes its figures to OUT_DIR/SCENARIO.json (default: bench-results/).
+# The whole run takes about 15 minutes on 2 cores, most of it in `scale`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out_dir="${1:-bench-results}"
+mkdir -p "$out_dir"
+cargo build --release --quiet
+for scenario in idle frames api dispatch fire scale; do
+    echo "== $scenario (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    target/release/delicate bench "$scenario" --json "$out_dir/$scenario.json"
+done
+echo "figures written to $out_dir/" >&2
