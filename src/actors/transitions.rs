@@ -22,7 +22,7 @@ pub async fn apply(
     event: InstanceEvent,
 ) -> Result<Option<Instance>, StoreError> {
     match apply_checked(shared, instance_id, None, event).await? {
-        Reported::Applied(instance) => Ok(instance),
+        Reported::Applied(instance) => Ok(instance.map(|boxed| *boxed)),
         Reported::UnknownInstance | Reported::OtherProcessor => Ok(None),
     }
 }
@@ -34,7 +34,7 @@ pub enum Reported {
     OtherProcessor,
     /// The event went through the state machine: the instance after it when
     /// it changed anything.
-    Applied(Option<Instance>),
+    Applied(Option<Box<Instance>>),
 }
 
 /// Applies an event reported by `processor_id`'s executor, unless the
@@ -90,7 +90,7 @@ async fn apply_checked(
             "instance.outcome_replaced"
         );
     }
-    Ok(Reported::Applied(Some(instance)))
+    Ok(Reported::Applied(Some(Box::new(instance))))
 }
 
 /// Tells the scheduler, the processor and the instance's actor that an
