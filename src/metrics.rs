@@ -187,7 +187,7 @@ impl Metrics {
         self.fire_lateness.render(
             &mut out,
             "delicate_fire_lateness_seconds",
-            "Time from a cron slot to the creation of its instance.",
+            "Time from a cron slot to the creation of its instance, or 0 when it was created ahead of the slot.",
         );
         self.dispatch_latency.render(
             &mut out,

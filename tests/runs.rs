@@ -224,3 +224,29 @@ fn large_output_is_capped_with_marker() {
     ));
     assert_eq!(tail, b"xxx");
 }
+
+#[test]
+fn cron_runs_start_after_slot() {
+    // Fires are stored ahead of their slot, but no run may start before it.
+    let (_dir, node) = start();
+    let api = node.api();
+    let id = task(
+        &api,
+        json!({"name": "on-the-slot", "cron_expression": "* * * * * *", "command": "true"}),
+    );
+    let done = ended(&api, id, 4);
+    api.post(&format!("/api/v1/tasks/{id}/disable"), json!({}));
+
+    let cron: Vec<&Value> = done.iter().filter(|i| i["trigger"] == "cron").collect();
+    assert!(cron.len() >= 3, "cron instances ended: {done:#?}");
+    for instance in cron {
+        assert_eq!(instance["status"], "finished", "{instance}");
+        let slot = time(&instance["scheduled_time"]);
+        let started = time(&instance["started_time"]);
+        assert!(
+            started >= slot,
+            "instance {} started at {started}, before its slot {slot}",
+            instance["id"]
+        );
+    }
+}

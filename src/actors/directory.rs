@@ -174,12 +174,18 @@ impl Directory {
     /// The group whose actor keeps the round-robin state of a task with
     /// these binds: the group of its lowest bind id that still exists.
     pub fn routing_group(&self, bind_ids: &[Id]) -> Option<ActorRef<GroupActor>> {
+        self.routing_group_with_id(bind_ids).map(|(_, actor)| actor)
+    }
+
+    /// Returns the group of [`Self::routing_group`] with its id.
+    pub fn routing_group_with_id(&self, bind_ids: &[Id]) -> Option<(Id, ActorRef<GroupActor>)> {
         let inner = self.read();
-        let mut ids: Vec<Id> = bind_ids.to_vec();
-        ids.sort_unstable();
-        ids.iter()
-            .find_map(|id| inner.binds.get(id))
-            .and_then(|bind| inner.groups.get(&bind.group_id).cloned())
+        let lowest = bind_ids
+            .iter()
+            .filter_map(|id| inner.binds.get(id))
+            .min_by_key(|bind| bind.id)?;
+        let actor = inner.groups.get(&lowest.group_id)?.clone();
+        Some((lowest.group_id, actor))
     }
 
     /// Binds among `bind_ids` whose weight is above 0 and whose processor is

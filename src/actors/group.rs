@@ -39,19 +39,13 @@ pub struct RouteFire {
     pub exclude: Vec<Id>,
 }
 
-impl Message<RouteFire> for GroupActor {
-    type Reply = Vec<Route>;
-
-    async fn handle(
-        &mut self,
-        msg: RouteFire,
-        _ctx: &mut Context<Self, Self::Reply>,
-    ) -> Vec<Route> {
+impl GroupActor {
+    fn route(&mut self, fire: &RouteFire) -> Vec<Route> {
         let routes = self
             .shared
             .directory
-            .eligible_routes(&msg.bind_ids, &msg.exclude);
-        if msg.dispatch == Dispatch::Broadcast {
+            .eligible_routes(&fire.bind_ids, &fire.exclude);
+        if fire.dispatch == Dispatch::Broadcast {
             return routes;
         }
         let candidates: Vec<Candidate> = routes
@@ -61,13 +55,42 @@ impl Message<RouteFire> for GroupActor {
                 weight: u32::from(route.bind.weight),
             })
             .collect();
-        let rotation = self.rotations.entry(msg.task_id).or_default();
+        let rotation = self.rotations.entry(fire.task_id).or_default();
         let chosen = rotation.pick(&candidates);
-        tracing::trace!(group.id = self.group_id, task.id = msg.task_id, bind.id = ?chosen, "group.route");
+        tracing::trace!(group.id = self.group_id, task.id = fire.task_id, bind.id = ?chosen, "group.route");
         routes
             .into_iter()
             .filter(|route| Some(route.bind.id) == chosen)
             .collect()
+    }
+}
+
+impl Message<RouteFire> for GroupActor {
+    type Reply = Vec<Route>;
+
+    async fn handle(
+        &mut self,
+        msg: RouteFire,
+        _ctx: &mut Context<Self, Self::Reply>,
+    ) -> Vec<Route> {
+        self.route(&msg)
+    }
+}
+
+/// Chooses the routes of every fire of one tick that this group routes, in
+/// one message, so a tick costs one round trip per group and not one per
+/// fire. The reply contains one route list per fire, in the same order.
+pub struct RouteFires(pub Vec<RouteFire>);
+
+impl Message<RouteFires> for GroupActor {
+    type Reply = Vec<Vec<Route>>;
+
+    async fn handle(
+        &mut self,
+        msg: RouteFires,
+        _ctx: &mut Context<Self, Self::Reply>,
+    ) -> Vec<Vec<Route>> {
+        msg.0.iter().map(|fire| self.route(fire)).collect()
     }
 }
 

@@ -37,12 +37,15 @@ pub struct InstanceActor {
 }
 
 impl InstanceActor {
-    /// Spawns the actor of a new instance and starts its dispatch. The
-    /// instance must already be stored; the dispatch waits until the store
-    /// has it on disk.
-    pub async fn start(shared: Arc<Shared>, instance: Instance, task: Arc<Task>) {
-        let actor = Self::spawn_tracked(shared, instance, task, false);
-        let _ = actor.tell(DispatchInstance).await;
+    /// Spawns the actor of a new, already stored instance. It sends nothing
+    /// until the caller tells it [`DispatchInstance`], which the caller does
+    /// once the instance is on disk and its slot has come.
+    pub fn start(
+        shared: Arc<Shared>,
+        instance: Instance,
+        task: Arc<Task>,
+    ) -> ActorRef<InstanceActor> {
+        Self::spawn_tracked(shared, instance, task, false)
     }
 
     /// Spawns the actor of an instance found Running after a scheduler
@@ -177,6 +180,10 @@ impl InstanceActor {
 
     /// Plans the retry of an ended instance with the task as it is now.
     fn schedule_retry(&self, ended: &Instance) {
+        // Only an abnormal end is retried: skip reading the task for the rest.
+        if plan_retry(ended, u32::MAX, 0).is_none() {
+            return;
+        }
         let task = match self.shared.store.get::<Task>(ended.task_id) {
             Ok(Some(task)) => task,
             Ok(None) => return,
@@ -234,13 +241,17 @@ impl Actor for InstanceActor {
 
 /// Sends the instance to its processor, moving on to other binds when one
 /// rejects it.
-pub struct DispatchInstance;
+pub struct DispatchInstance {
+    /// Result of the flush that put the instance on disk. The instance fails
+    /// without being sent when the flush failed.
+    pub flushed: Result<(), String>,
+}
 
 impl Message<DispatchInstance> for InstanceActor {
     type Reply = ();
 
-    async fn handle(&mut self, _msg: DispatchInstance, _ctx: &mut Context<Self, ()>) {
-        if let Err(error) = self.shared.store.durable().await {
+    async fn handle(&mut self, msg: DispatchInstance, _ctx: &mut Context<Self, ()>) {
+        if let Err(error) = msg.flushed {
             self.fail(format!("the instance could not be stored: {error}"))
                 .await;
             return;

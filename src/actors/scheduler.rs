@@ -15,18 +15,47 @@ use tokio::sync::Notify;
 
 use super::Shared;
 use super::directory::Route;
-use super::group::RouteFire;
-use super::instance::InstanceActor;
+use super::group::{GroupActor, RouteFire, RouteFires};
+use super::instance::{DispatchInstance, InstanceActor};
 use crate::domain::entities::{Dispatch, Id, Instance, InstanceStatus, Task, TaskStatus, Trigger};
 use crate::domain::lifecycle::{admits_another, consume_fire, plan_fire};
 use crate::domain::schedule::Schedule;
 use crate::domain::validation::parse_schedule;
 use crate::storage::{FireRecord, StoreError, TaskState};
 
+/// How long before its slot a fire is planned, stored and flushed, so that
+/// the store's work does not make it late. Its instances are sent at the
+/// slot, never before.
+const PREPARE_AHEAD: std::time::Duration = std::time::Duration::from_millis(50);
 /// Maximum wait between ticks, so a clock step is noticed.
 const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(30);
 /// Mailbox size: API calls and instance ends queue here during a busy tick.
 const MAILBOX: usize = 4096;
+
+fn prepare_ahead() -> Duration {
+    Duration::from_std(PREPARE_AHEAD).expect("50 ms fits")
+}
+
+/// A due task's fire within a batch, from its plan to its stored instances.
+struct PlannedFire {
+    task: Arc<Task>,
+    /// The fire state to store with the fire.
+    state: TaskState,
+    /// The slot to fire; `None` when only the fire state changes (slots
+    /// missed, the fire skipped at the concurrency limit).
+    fire: Option<SlotFire>,
+    routes: Vec<Route>,
+    instances: Vec<Instance>,
+    /// The task with its remaining count lowered, when its frequency counts.
+    updated_task: Option<Task>,
+    /// True when this fire used up the task's count, which disables it.
+    used_up: bool,
+}
+
+struct SlotFire {
+    slot: DateTime<Utc>,
+    trigger: Trigger,
+}
 
 struct Entry {
     task: Arc<Task>,
@@ -136,11 +165,14 @@ impl SchedulerActor {
         self.tasks.insert(entry.task.id, Box::new(entry));
     }
 
-    /// Fires every task whose slot is due and returns when to tick next.
+    /// Fires every task whose slot comes within [`PREPARE_AHEAD`] as one
+    /// batch, and returns when to tick next.
     async fn fire_due(&mut self) -> DateTime<Utc> {
         let now = Utc::now();
+        let horizon = now + prepare_ahead();
+        let mut due = Vec::new();
         while let Some(Reverse((at, task_id, generation))) = self.queue.peek().copied() {
-            if at > now {
+            if at > horizon {
                 break;
             }
             self.queue.pop();
@@ -148,26 +180,95 @@ impl SchedulerActor {
                 .tasks
                 .get(&task_id)
                 .is_some_and(|e| e.generation == generation);
-            if current && let Err(error) = self.fire_task(task_id, now).await {
-                tracing::error!(task.id = task_id, %error, "scheduler.fire failed");
+            if current {
+                due.push(task_id);
             }
         }
-        let next = self.queue.peek().map(|Reverse((at, _, _))| *at);
+        if !due.is_empty() {
+            self.fire_batch(&due, now).await;
+        }
+        let next = self
+            .queue
+            .peek()
+            .map(|Reverse((at, _, _))| *at - prepare_ahead());
         let latest = now + Duration::from_std(MAX_SLEEP).expect("30 s fits");
         next.map_or(latest, |at| at.min(latest))
     }
 
-    async fn fire_task(&mut self, task_id: Id, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let Some(entry) = self.tasks.get_mut(&task_id) else {
-            return Ok(());
+    /// Plans, routes, stores and launches the fires of one tick: one
+    /// routing round trip per group, one store transaction, one flush.
+    async fn fire_batch(&mut self, due: &[Id], now: DateTime<Utc>) {
+        let mut fires = Vec::with_capacity(due.len());
+        let mut requeue = Vec::with_capacity(due.len());
+        for &task_id in due {
+            if let Some(fire) = self.plan_task(task_id, now, &mut requeue) {
+                fires.push(fire);
+            }
+        }
+        // Pushed after planning, so a task whose next slot also lies within
+        // the horizon fires it in the next tick and not twice in this batch.
+        for entry in requeue {
+            self.queue.push(Reverse(entry));
+        }
+        self.route_batch(&mut fires).await;
+
+        let mut slot_start = None;
+        for fire in &mut fires {
+            if let Some(plan) = &fire.fire {
+                fire.instances =
+                    self.build_instances(&fire.task, &fire.routes, plan.slot, plan.trigger, 1, now);
+                slot_start = slot_start.max(Some(plan.slot));
+            }
+        }
+        let records: Vec<FireRecord<'_>> = fires
+            .iter()
+            .map(|fire| FireRecord {
+                task_id: fire.task.id,
+                slot: fire.fire.as_ref().map(|plan| plan.slot),
+                per_processor: fire.task.dispatch == Dispatch::Broadcast,
+                instances: &fire.instances,
+                state: Some(&fire.state),
+                task: fire.updated_task.as_ref(),
+            })
+            .collect();
+        let stored = match self.shared.store.record_fires(&records) {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::error!(fires = fires.len(), %error, "scheduler.fire failed");
+                return;
+            }
         };
-        let Some(due) = entry.next else { return Ok(()) };
+        drop(records);
+
+        let mut launches = Vec::new();
+        for (fire, stored) in fires.into_iter().zip(stored) {
+            if let Some(launch) = self.apply_stored_fire(fire, stored, now) {
+                launches.push(launch);
+            }
+        }
+        // A batch prepared ahead of its slot is sent at the slot: the latest
+        // slot of the batch, which is never more than `PREPARE_AHEAD` away.
+        self.launch(launches, slot_start.filter(|at| *at > now));
+    }
+
+    /// Advances a due task to its next slot and decides what its fire
+    /// stores: only the fire state (missed, skipped, nothing to fire) or
+    /// also instances, which [`Self::route_batch`] then routes. A slot up to
+    /// `PREPARE_AHEAD` after `now` is planned as if it had come.
+    fn plan_task(
+        &mut self,
+        task_id: Id,
+        now: DateTime<Utc>,
+        requeue: &mut Vec<(DateTime<Utc>, Id, u64)>,
+    ) -> Option<PlannedFire> {
+        let entry = self.tasks.get_mut(&task_id)?;
+        let due = entry.next?;
         let grace = Duration::seconds(entry.task.misfire_grace as i64);
-        let plan = plan_fire(&entry.schedule, due, now, grace, entry.recovering);
+        let plan = plan_fire(&entry.schedule, due, now.max(due), grace, entry.recovering);
         entry.recovering = false;
         entry.next = plan.next;
         if let Some(at) = plan.next {
-            self.queue.push(Reverse((at, task_id, entry.generation)));
+            requeue.push((at, task_id, entry.generation));
         }
 
         let task = entry.task.clone();
@@ -184,54 +285,115 @@ impl SchedulerActor {
                 "scheduler.slots_missed"
             );
         }
-        let Some((slot, trigger)) = plan.fire else {
-            state.last_slot = Some(now);
-            return self.save_state(task_id, state);
+        let mut planned = PlannedFire {
+            task,
+            state,
+            fire: None,
+            routes: Vec::new(),
+            instances: Vec::new(),
+            updated_task: None,
+            used_up: false,
         };
-        state.last_slot = Some(slot);
+        let Some((slot, trigger)) = plan.fire else {
+            planned.state.last_slot = Some(now);
+            return Some(planned);
+        };
+        planned.state.last_slot = Some(slot);
 
         let running = self.running.get(&task_id).copied().unwrap_or(0);
-        if !admits_another(running, task.maximum_parallel_runnable_num) {
-            state.skipped += 1;
+        if !admits_another(running, planned.task.maximum_parallel_runnable_num) {
+            planned.state.skipped += 1;
             self.shared.metrics.fires_skipped.fetch_add(1, Relaxed);
-            tracing::info!(task.id = task_id, %slot, running, "scheduler.fire_skipped");
-            return self.save_state(task_id, state);
+            // Debug: a busy task skips a fire every slot, and
+            // `delicate_fires_skipped_total` counts them.
+            tracing::debug!(task.id = task_id, %slot, running, "scheduler.fire_skipped");
+            return Some(planned);
         }
 
         if trigger == Trigger::Cron {
             let lateness = (now - slot).to_std().unwrap_or_default().as_secs_f64();
             self.shared.metrics.fire_lateness.observe(lateness);
         }
-        let routes = self.route(&task, task.dispatch, &[]).await;
-        let instances = self.build_instances(&task, &routes, slot, trigger, 1, now);
-
+        let task = &planned.task;
         let (remaining, used_up) = consume_fire(task.frequency, task.remaining_count);
-        let updated_task = (task.remaining_count != remaining).then(|| {
-            let mut changed = (*task).clone();
+        planned.updated_task = (task.remaining_count != remaining).then(|| {
+            let mut changed = (**task).clone();
             changed.remaining_count = remaining;
             if used_up {
                 changed.status = TaskStatus::Disabled;
             }
             changed
         });
-        let record = FireRecord {
-            task_id,
-            slot: Some(slot),
-            per_processor: task.dispatch == Dispatch::Broadcast,
-            instances: &instances,
-            state: Some(&state),
-            task: updated_task.as_ref(),
-        };
-        if !self.shared.store.record_fire(&record)? {
+        planned.used_up = used_up;
+        planned.fire = Some(SlotFire { slot, trigger });
+        Some(planned)
+    }
+
+    /// Fills in the routes of every planned fire, asking each routing group
+    /// once for all the fires it routes.
+    async fn route_batch(&self, fires: &mut [PlannedFire]) {
+        let mut by_group: HashMap<Id, (ActorRef<GroupActor>, Vec<usize>)> = HashMap::new();
+        for (index, fire) in fires.iter().enumerate() {
+            if fire.fire.is_none() {
+                continue;
+            }
+            let Some((group_id, group)) = self
+                .shared
+                .directory
+                .routing_group_with_id(&fire.task.binding_ids)
+            else {
+                continue;
+            };
+            by_group
+                .entry(group_id)
+                .or_insert_with(|| (group, Vec::new()))
+                .1
+                .push(index);
+        }
+        for (_, (group, indexes)) in by_group {
+            let requests = indexes
+                .iter()
+                .map(|&index| {
+                    let task = &fires[index].task;
+                    RouteFire {
+                        task_id: task.id,
+                        bind_ids: task.binding_ids.clone(),
+                        dispatch: task.dispatch,
+                        exclude: Vec::new(),
+                    }
+                })
+                .collect();
+            // A stopped group actor routes nothing: the fires record that
+            // no executor was online, as a single fire would.
+            let routes = group.ask(RouteFires(requests)).await.unwrap_or_default();
+            for (index, routes) in indexes.into_iter().zip(routes) {
+                fires[index].routes = routes;
+            }
+        }
+    }
+
+    /// Takes a stored fire into the in-memory state. Returns the instances
+    /// to launch, or `None` when the fire stored none or the slot already
+    /// had an instance.
+    fn apply_stored_fire(
+        &mut self,
+        fire: PlannedFire,
+        stored: bool,
+        now: DateTime<Utc>,
+    ) -> Option<(Vec<Instance>, Arc<Task>)> {
+        let task_id = fire.task.id;
+        if !stored {
+            let slot = fire.fire.as_ref().map_or(now, |plan| plan.slot);
             tracing::warn!(task.id = task_id, %slot, "scheduler.slot_already_fired");
-            return Ok(());
+            return None;
         }
-        self.shared.metrics.fires.fetch_add(1, Relaxed);
         if let Some(entry) = self.tasks.get_mut(&task_id) {
-            entry.state = state;
+            entry.state = fire.state;
         }
-        match updated_task {
-            Some(_) if used_up => {
+        fire.fire.as_ref()?;
+        self.shared.metrics.fires.fetch_add(1, Relaxed);
+        match fire.updated_task {
+            Some(_) if fire.used_up => {
                 tracing::info!(task.id = task_id, "scheduler.task_used_up");
                 self.tasks.remove(&task_id);
             }
@@ -246,17 +408,8 @@ impl SchedulerActor {
             .tasks
             .get(&task_id)
             .map(|e| e.task.clone())
-            .unwrap_or(task);
-        self.launch(instances, task).await;
-        Ok(())
-    }
-
-    fn save_state(&mut self, task_id: Id, state: TaskState) -> Result<(), StoreError> {
-        self.shared.store.set_task_state(task_id, &state)?;
-        if let Some(entry) = self.tasks.get_mut(&task_id) {
-            entry.state = state;
-        }
-        Ok(())
+            .unwrap_or(fire.task);
+        Some((fire.instances, task))
     }
 
     /// Asks the task's routing group where its instances go.
@@ -335,27 +488,59 @@ impl SchedulerActor {
         }
     }
 
-    /// Counts the stored instances and starts the actors of the Running ones.
-    async fn launch(&mut self, instances: Vec<Instance>, task: Arc<Task>) {
-        for instance in instances {
-            self.shared
-                .metrics
-                .instance_created(instance.trigger, instance.status);
-            // Debug, not info: at a thousand fires per second one line per
-            // instance costs more scheduler CPU than the fire itself.
-            tracing::debug!(
-                instance.id = instance.id,
-                task.id = instance.task_id,
-                trigger = ?instance.trigger,
-                processor.id = ?instance.executor_processor_id,
-                status = instance.status.name(),
-                "instance.created"
-            );
-            if instance.status == InstanceStatus::Running {
-                *self.running.entry(instance.task_id).or_default() += 1;
-                InstanceActor::start(self.shared.clone(), instance, task.clone()).await;
+    /// Counts the stored instances and starts the actors of the Running
+    /// ones. One flush covers them all, and they are sent once it is done
+    /// and `not_before` has come.
+    fn launch(
+        &mut self,
+        launches: Vec<(Vec<Instance>, Arc<Task>)>,
+        not_before: Option<DateTime<Utc>>,
+    ) {
+        let mut actors = Vec::new();
+        for (instances, task) in launches {
+            for instance in instances {
+                self.shared
+                    .metrics
+                    .instance_created(instance.trigger, instance.status);
+                // Debug, not info: at a thousand fires per second one line per
+                // instance costs more scheduler CPU than the fire itself.
+                tracing::debug!(
+                    instance.id = instance.id,
+                    task.id = instance.task_id,
+                    trigger = ?instance.trigger,
+                    processor.id = ?instance.executor_processor_id,
+                    status = instance.status.name(),
+                    "instance.created"
+                );
+                if instance.status == InstanceStatus::Running {
+                    *self.running.entry(instance.task_id).or_default() += 1;
+                    actors.push(InstanceActor::start(
+                        self.shared.clone(),
+                        instance,
+                        task.clone(),
+                    ));
+                }
             }
         }
+        if actors.is_empty() {
+            return;
+        }
+        let store = self.shared.store.clone();
+        tokio::spawn(async move {
+            let flushed = store.durable().await.map_err(|error| error.to_string());
+            if flushed.is_ok()
+                && let Some(at) = not_before
+                && let Ok(wait) = (at - Utc::now()).to_std()
+            {
+                tokio::time::sleep(wait).await;
+            }
+            for actor in actors {
+                let message = DispatchInstance {
+                    flushed: flushed.clone(),
+                };
+                let _ = actor.tell(message).await;
+            }
+        });
     }
 
     /// Creates instances outside the cron slots: manual runs and retries.
@@ -397,7 +582,7 @@ impl SchedulerActor {
             task: None,
         };
         self.shared.store.record_fire(&record)?;
-        self.launch(instances.clone(), Arc::new(task)).await;
+        self.launch(vec![(instances.clone(), Arc::new(task))], None);
         Ok(instances)
     }
 }

@@ -10,7 +10,7 @@ use super::Shared;
 use super::instance::InstanceEnded;
 use super::processor::Release;
 use super::scheduler::RunningEnded;
-use crate::domain::entities::{Instance, InstanceStatus};
+use crate::domain::entities::{Id, Instance, InstanceStatus};
 use crate::domain::lifecycle::{Applied, InstanceEvent, apply_event};
 use crate::storage::StoreError;
 
@@ -21,15 +21,61 @@ pub async fn apply(
     instance_id: u64,
     event: InstanceEvent,
 ) -> Result<Option<Instance>, StoreError> {
+    match apply_checked(shared, instance_id, None, event).await? {
+        Reported::Applied(instance) => Ok(instance.map(|boxed| *boxed)),
+        Reported::UnknownInstance | Reported::OtherProcessor => Ok(None),
+    }
+}
+
+/// Outcome of applying an event that an executor reported.
+pub enum Reported {
+    UnknownInstance,
+    /// The instance is routed to another processor, so nothing changed.
+    OtherProcessor,
+    /// The event went through the state machine: the instance after it when
+    /// it changed anything.
+    Applied(Option<Box<Instance>>),
+}
+
+/// Applies an event reported by `processor_id`'s executor, unless the
+/// instance belongs to another processor. The check and the change happen
+/// in one store transaction.
+pub async fn apply_reported(
+    shared: &Shared,
+    instance_id: u64,
+    processor_id: Id,
+    event: InstanceEvent,
+) -> Result<Reported, StoreError> {
+    apply_checked(shared, instance_id, Some(processor_id), event).await
+}
+
+async fn apply_checked(
+    shared: &Shared,
+    instance_id: u64,
+    processor_id: Option<Id>,
+    event: InstanceEvent,
+) -> Result<Reported, StoreError> {
     let before = Cell::new(InstanceStatus::Running);
+    let foreign = Cell::new(false);
     let now = Utc::now();
     let result = shared.store.update_instance(instance_id, |instance| {
+        if processor_id.is_some_and(|id| instance.executor_processor_id != Some(id)) {
+            foreign.set(true);
+            return Applied::Ignored;
+        }
+        foreign.set(false);
         before.set(instance.status);
         apply_event(instance, &event, now)
     })?;
-    let Some((instance, Applied::Changed)) = result else {
-        return Ok(None);
+    let Some((instance, applied)) = result else {
+        return Ok(Reported::UnknownInstance);
     };
+    if foreign.get() {
+        return Ok(Reported::OtherProcessor);
+    }
+    if applied != Applied::Changed {
+        return Ok(Reported::Applied(None));
+    }
 
     let before = before.get();
     if before == InstanceStatus::Running && instance.status.is_ended() {
@@ -44,7 +90,7 @@ pub async fn apply(
             "instance.outcome_replaced"
         );
     }
-    Ok(Some(instance))
+    Ok(Reported::Applied(Some(Box::new(instance))))
 }
 
 /// Tells the scheduler, the processor and the instance's actor that an

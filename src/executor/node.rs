@@ -659,7 +659,7 @@ impl Node {
 
         let spec = mapping::run_spec(&request, self.settings.output_cap);
         span.in_scope(|| {
-            info!(task.id = request.task_id, "run accepted");
+            debug!(task.id = request.task_id, "run accepted");
             debug!(command = %command_preview(&spec.command), "run command");
         });
         let (events, receiver) = mpsc::channel(RUN_FORWARD_QUEUE);

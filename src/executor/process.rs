@@ -340,7 +340,9 @@ async fn supervise(
         start_time,
         started_at,
     } = spawned;
-    info!(pid, "run started");
+    // Debug, like the other per-run lines: at hundreds of runs per second
+    // one info line each costs the executor more than the run's own events.
+    debug!(pid, "run started");
     let started = RunEvent::Started {
         pid,
         start_time,
@@ -667,7 +669,7 @@ fn outcome_after_exit(
         Some(termination) => (termination.cause, termination_reason(termination, spec)),
         None => (RunEnd::Exited, exit_reason(status)),
     };
-    info!(
+    debug!(
         end = ?end,
         exit_code = ?status.code(),
         signal = ?status.signal(),

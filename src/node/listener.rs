@@ -12,7 +12,7 @@ use crate::actors::Shared;
 use crate::actors::processor::{
     AttachSession, DetachSession, HeartbeatReceived, ProcessorActor, RunAnswered, Session,
 };
-use crate::actors::transitions;
+use crate::actors::transitions::{self, Reported};
 use crate::domain::entities::{Id, InstanceStatus};
 use crate::domain::lifecycle::InstanceEvent;
 use crate::domain::output::cut_marker;
@@ -212,12 +212,18 @@ async fn accept(incoming: quinn::Incoming, shared: Arc<Shared>, policy: Arc<Join
         "executor joined"
     );
 
+    let (acks, pending_acks) = mpsc::channel(ACK_QUEUE);
+    tokio::spawn(acknowledge_events(
+        shared.store.clone(),
+        pending_acks,
+        outgoing,
+    ));
     let context = SessionContext {
         shared: shared.clone(),
         processor_id,
         session_id,
         actor: actor.clone(),
-        outgoing,
+        acks,
     };
     read_session(&context, &mut reader, &connection).await;
     let _ = actor.tell(DetachSession { session_id }).await;
@@ -336,7 +342,64 @@ struct SessionContext {
     processor_id: Id,
     session_id: u64,
     actor: ActorRef<ProcessorActor>,
+    acks: mpsc::Sender<PendingAck>,
+}
+
+/// An applied event whose acknowledgement is queued.
+struct PendingAck {
+    event_seq: u64,
+    /// True when the event is acknowledged only once it is on disk.
+    after_flush: bool,
+}
+
+/// Acknowledgements queued per session before the reader waits for room.
+const ACK_QUEUE: usize = 4096;
+/// Maximum acknowledgements taken from the queue at a time.
+const ACK_BATCH: usize = 1024;
+/// Minimum time between two flushes for acknowledgements of one session.
+/// Nothing waits on an acknowledgement but the executor's outbox cleanup,
+/// so a short delay that lets one flush cover more outcomes costs nothing
+/// else, and it cuts the number of flushes under a steady event stream.
+const ACK_FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Sends the acknowledgements of a session's events in batches. Those that
+/// must wait for a flush share one, started at most every
+/// [`ACK_FLUSH_INTERVAL`], so a busy executor's outcomes cost one flush per
+/// batch and not one each.
+async fn acknowledge_events(
+    store: crate::storage::Store,
+    mut pending: mpsc::Receiver<PendingAck>,
     outgoing: mpsc::Sender<Message>,
+) {
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    let mut last_flush: Option<tokio::time::Instant> = None;
+    while pending.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        let needs_flush = batch.iter().any(|ack| ack.after_flush);
+        if needs_flush && let Some(last) = last_flush {
+            tokio::time::sleep_until(last + ACK_FLUSH_INTERVAL).await;
+            while let Ok(ack) = pending.try_recv() {
+                batch.push(ack);
+            }
+        }
+        if needs_flush {
+            last_flush = Some(tokio::time::Instant::now());
+        }
+        if needs_flush && let Err(error) = store.durable().await {
+            // Not acknowledged: the executor sends the events again on its
+            // next connection.
+            tracing::error!(%error, events = batch.len(), "failed to flush applied events; acknowledgements withheld");
+            batch.clear();
+            continue;
+        }
+        for ack in batch.drain(..) {
+            let message = Message::Ack {
+                event_seq: ack.event_seq,
+            };
+            if outgoing.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 async fn read_session(
@@ -409,14 +472,13 @@ async fn handle_message(context: &SessionContext, message: Message) -> Result<()
                     return Ok(());
                 }
             };
-            let store = context.shared.store.clone();
-            let outgoing = context.outgoing.clone();
-            tokio::spawn(async move {
-                if durable && store.durable().await.is_err() {
-                    return;
-                }
-                let _ = outgoing.send(Message::Ack { event_seq: seq }).await;
-            });
+            let ack = PendingAck {
+                event_seq: seq,
+                after_flush: durable,
+            };
+            if context.acks.send(ack).await.is_err() {
+                tracing::debug!(event.seq = seq, "session acknowledger stopped");
+            }
         }
         other => {
             return Err(format!(
@@ -435,20 +497,42 @@ async fn apply_event(
     processor_id: Id,
     event: Event,
 ) -> Result<bool, StoreError> {
-    let Some(instance) = shared.store.instance(event.instance_id)? else {
-        tracing::warn!(
-            instance.id = event.instance_id,
-            "event for an unknown instance ignored"
-        );
-        return Ok(false);
+    let instance_id = event.instance_id;
+    let (change, after_flush) = match event.kind {
+        EventKind::Started { at, .. } => (InstanceEvent::Started { at }, false),
+        EventKind::Finished(outcome) => (InstanceEvent::Ended(outcome), true),
+        output => {
+            apply_output(shared, processor_id, instance_id, output)?;
+            return Ok(false);
+        }
+    };
+    // The owner check runs inside the store transaction of the change, so
+    // the instance is read and decoded once per event.
+    match transitions::apply_reported(shared, instance_id, processor_id, change).await? {
+        Reported::UnknownInstance => warn_unknown_instance(instance_id),
+        Reported::OtherProcessor => warn_other_processor(instance_id, processor_id),
+        Reported::Applied(_) => {
+            shared.metrics.events_applied.fetch_add(1, Relaxed);
+            return Ok(after_flush);
+        }
+    }
+    Ok(false)
+}
+
+/// Stores an `Output` or `Tail` event of an instance that is still open.
+fn apply_output(
+    shared: &Shared,
+    processor_id: Id,
+    instance_id: u64,
+    kind: EventKind,
+) -> Result<(), StoreError> {
+    let Some(instance) = shared.store.instance(instance_id)? else {
+        warn_unknown_instance(instance_id);
+        return Ok(());
     };
     if instance.executor_processor_id != Some(processor_id) {
-        tracing::warn!(
-            instance.id = event.instance_id,
-            processor.id = processor_id,
-            "event for an instance of another processor ignored"
-        );
-        return Ok(false);
+        warn_other_processor(instance_id, processor_id);
+        return Ok(());
     }
     shared.metrics.events_applied.fetch_add(1, Relaxed);
     let cap = shared.settings.output_cap;
@@ -456,22 +540,18 @@ async fn apply_event(
         instance.status,
         InstanceStatus::Running | InstanceStatus::Unknown
     );
-    match event.kind {
-        EventKind::Started { at, .. } => {
-            transitions::apply(shared, instance.id, InstanceEvent::Started { at }).await?;
-            Ok(false)
-        }
+    if !open {
+        return Ok(());
+    }
+    match kind {
         EventKind::Output {
             stream,
             offset,
             bytes,
         } => {
-            if open {
-                shared
-                    .store
-                    .append_output(instance.id, stream, offset, &bytes, cap)?;
-            }
-            Ok(false)
+            shared
+                .store
+                .append_output(instance.id, stream, offset, &bytes, cap)?;
         }
         EventKind::Tail {
             stream,
@@ -479,22 +559,28 @@ async fn apply_event(
             cut,
             bytes,
         } => {
-            if open {
-                let keep = keep.min(cap / 2);
-                let tail = &bytes[..bytes.len().min((cap / 2) as usize)];
-                shared.store.apply_output_tail(
-                    instance.id,
-                    stream,
-                    keep,
-                    &cut_marker(cut),
-                    tail,
-                )?;
-            }
-            Ok(false)
+            let keep = keep.min(cap / 2);
+            let tail = &bytes[..bytes.len().min((cap / 2) as usize)];
+            shared
+                .store
+                .apply_output_tail(instance.id, stream, keep, &cut_marker(cut), tail)?;
         }
-        EventKind::Finished(outcome) => {
-            transitions::apply(shared, instance.id, InstanceEvent::Ended(outcome)).await?;
-            Ok(true)
-        }
+        EventKind::Started { .. } | EventKind::Finished(_) => {}
     }
+    Ok(())
+}
+
+fn warn_unknown_instance(instance_id: u64) {
+    tracing::warn!(
+        instance.id = instance_id,
+        "event for an unknown instance ignored"
+    );
+}
+
+fn warn_other_processor(instance_id: u64, processor_id: Id) {
+    tracing::warn!(
+        instance.id = instance_id,
+        processor.id = processor_id,
+        "event for an instance of another processor ignored"
+    );
 }

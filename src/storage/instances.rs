@@ -1,5 +1,7 @@
 //! Instances, their indexes, per-task fire state and captured output.
 
+use std::convert::Infallible;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -36,6 +38,18 @@ pub struct FireRecord<'a> {
     pub instances: &'a [Instance],
     pub state: Option<&'a TaskState>,
     pub task: Option<&'a Task>,
+}
+
+impl FireRecord<'_> {
+    /// Returns the processor part of an instance's slot key: its processor
+    /// for broadcast fires, 0 for weighted fires, which claim the slot once.
+    fn slot_processor(&self, instance: &Instance) -> Id {
+        if self.per_processor {
+            instance.executor_processor_id.unwrap_or(0)
+        } else {
+            0
+        }
+    }
 }
 
 /// Filters of an instance listing; all optional.
@@ -108,12 +122,7 @@ impl Store {
             .transaction(|(instances, by_task, slots, running, task_state, tasks)| {
                 for instance in fire.instances {
                     if let Some(slot) = fire.slot {
-                        let processor = if fire.per_processor {
-                            instance.executor_processor_id.unwrap_or(0)
-                        } else {
-                            0
-                        };
-                        let key = slot_key(fire.task_id, slot, processor);
+                        let key = slot_key(fire.task_id, slot, fire.slot_processor(instance));
                         if slots.get(key)?.is_some() {
                             return Err(ConflictableTransactionError::Abort(()));
                         }
@@ -138,6 +147,68 @@ impl Store {
             Err(TransactionError::Abort(())) => Ok(false),
             Err(TransactionError::Storage(error)) => Err(error.into()),
         }
+    }
+
+    /// Stores the fires of one tick in a single transaction, so the tick
+    /// costs one commit and one later flush. Each fire is still all or
+    /// nothing. A fire whose slot already has an instance for one of its
+    /// processors stores nothing, and its entry in the returned vector is
+    /// false. The other fires are stored.
+    pub fn record_fires(&self, fires: &[FireRecord<'_>]) -> Result<Vec<bool>, StoreError> {
+        let trees = &self.trees;
+        let result = (
+            &trees.instances,
+            &trees.instances_by_task,
+            &trees.slots,
+            &trees.running,
+            &trees.task_state,
+            &trees.tasks,
+        )
+            .transaction(|(instances, by_task, slots, running, task_state, tasks)| {
+                // The closure runs again when sled retries the transaction,
+                // so the outcomes are rebuilt on every run.
+                let mut stored = Vec::with_capacity(fires.len());
+                for fire in fires {
+                    let mut claims = Vec::with_capacity(fire.instances.len());
+                    let mut taken = false;
+                    if let Some(slot) = fire.slot {
+                        for instance in fire.instances {
+                            let key = slot_key(fire.task_id, slot, fire.slot_processor(instance));
+                            if slots.get(key)?.is_some() {
+                                taken = true;
+                                break;
+                            }
+                            claims.push((key, instance.id));
+                        }
+                    }
+                    if taken {
+                        stored.push(false);
+                        continue;
+                    }
+                    for (key, instance_id) in &claims {
+                        slots.insert(key, &id_key(*instance_id))?;
+                    }
+                    for instance in fire.instances {
+                        instances.insert(&id_key(instance.id), encode(instance))?;
+                        by_task.insert(&pair_key(instance.task_id, instance.id), &[])?;
+                        if instance.status == InstanceStatus::Running {
+                            running.insert(&pair_key(instance.task_id, instance.id), &[])?;
+                        }
+                    }
+                    if let Some(state) = fire.state {
+                        task_state.insert(&id_key(fire.task_id), encode(state))?;
+                    }
+                    if let Some(task) = fire.task {
+                        tasks.insert(&id_key(task.id), encode(task))?;
+                    }
+                    stored.push(true);
+                }
+                Ok::<_, ConflictableTransactionError<Infallible>>(stored)
+            });
+        result.map_err(|error| match error {
+            TransactionError::Abort(never) => match never {},
+            TransactionError::Storage(error) => error.into(),
+        })
     }
 
     pub fn task_state(&self, task_id: Id) -> Result<TaskState, StoreError> {
@@ -415,5 +486,153 @@ impl Store {
             purged += 1;
         }
         Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::entities::{Frequency, Trigger};
+    use crate::storage::DEFAULT_CACHE_BYTES;
+
+    fn slot() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap()
+    }
+
+    fn instance(id: u64, task_id: Id, processor_id: Id) -> Instance {
+        Instance {
+            id,
+            task_id,
+            name: format!("task-{task_id}"),
+            description: String::new(),
+            command: "true".into(),
+            frequency: Frequency::Repeat,
+            cron_expression: "* * * * * *".into(),
+            maximum_parallel_runnable_num: 1,
+            tag: String::new(),
+            status: InstanceStatus::Running,
+            created_time: slot(),
+            updated_time: slot(),
+            executor_processor_id: Some(processor_id),
+            executor_processor_name: format!("p{processor_id}"),
+            executor_processor_host: "127.0.0.1".into(),
+            bind_id: Some(processor_id),
+            scheduled_time: slot(),
+            trigger: Trigger::Cron,
+            attempt: 1,
+            started_time: None,
+            finished_time: None,
+            exit_code: None,
+            signal: None,
+            reason: None,
+        }
+    }
+
+    fn state(skipped: u64) -> TaskState {
+        TaskState {
+            last_slot: Some(slot()),
+            missed: 0,
+            skipped,
+        }
+    }
+
+    fn fire<'a>(
+        task_id: Id,
+        instances: &'a [Instance],
+        state: &'a TaskState,
+        per_processor: bool,
+    ) -> FireRecord<'a> {
+        FireRecord {
+            task_id,
+            slot: Some(slot()),
+            per_processor,
+            instances,
+            state: Some(state),
+            task: None,
+        }
+    }
+
+    #[test]
+    fn record_fires_skips_taken_slot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let first = [instance(10, 1, 1)];
+        let first_state = state(0);
+        let stored = store
+            .record_fires(&[fire(1, &first, &first_state, false)])
+            .unwrap();
+        assert_eq!(stored, [true]);
+
+        let again = [instance(11, 1, 2)];
+        let other = [instance(12, 2, 1)];
+        let later_state = state(5);
+        let stored = store
+            .record_fires(&[
+                fire(1, &again, &later_state, false),
+                fire(2, &other, &later_state, false),
+            ])
+            .unwrap();
+        assert_eq!(stored, [false, true]);
+        assert!(store.instance(10).unwrap().is_some());
+        assert!(store.instance(11).unwrap().is_none());
+        assert!(store.instance(12).unwrap().is_some());
+        assert_eq!(store.task_state(1).unwrap(), first_state);
+        assert_eq!(store.task_state(2).unwrap(), later_state);
+        let running: Vec<u64> = store
+            .running_instances()
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(running, [10, 12]);
+    }
+
+    #[test]
+    fn record_fires_broadcast_claims_per_processor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let first = [instance(20, 1, 1), instance(21, 1, 2)];
+        let no_change = state(0);
+        let stored = store
+            .record_fires(&[fire(1, &first, &no_change, true)])
+            .unwrap();
+        assert_eq!(stored, [true]);
+
+        // Processor 3 is new, processor 2 already has the slot: the whole
+        // fire is rejected, including the instance for processor 3.
+        let overlapping = [instance(22, 1, 3), instance(23, 1, 2)];
+        let stored = store
+            .record_fires(&[fire(1, &overlapping, &no_change, true)])
+            .unwrap();
+        assert_eq!(stored, [false]);
+        assert!(store.instance(22).unwrap().is_none());
+        assert!(store.instance(23).unwrap().is_none());
+
+        let fresh = [instance(24, 1, 3)];
+        let stored = store
+            .record_fires(&[fire(1, &fresh, &no_change, true)])
+            .unwrap();
+        assert_eq!(stored, [true]);
+        assert!(store.instance(24).unwrap().is_some());
+    }
+
+    #[test]
+    fn record_fires_stores_state_without_instances() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let skipped = state(3);
+        let record = FireRecord {
+            task_id: 7,
+            slot: None,
+            per_processor: false,
+            instances: &[],
+            state: Some(&skipped),
+            task: None,
+        };
+        assert_eq!(store.record_fires(&[record]).unwrap(), [true]);
+        assert_eq!(store.task_state(7).unwrap(), skipped);
+        assert_eq!(store.instance_count(), 0);
     }
 }
