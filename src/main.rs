@@ -141,6 +141,10 @@ fn main() -> ExitCode {
         Command::Bench(args) => return delicate::bench::run(args),
         command => Cli { command },
     };
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if matches!(cli.command, Command::Executor(_)) {
+        limit_malloc_arenas();
+    }
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -169,6 +173,23 @@ fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes every thread of this process allocate from one glibc malloc arena.
+///
+/// By default glibc gives each thread that allocates its own arena, up to 8
+/// per core. An idle executor has about 13 threads (tokio workers and sled's
+/// thread pool), and in one measurement their arenas held about 200 KiB of
+/// its 12 MiB resident memory. An executor allocates little, so sharing one arena's lock costs
+/// it nothing measurable. Must run before the runtime starts its threads.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only changes glibc's allocator settings, and no other
+    // thread of this process exists yet.
+    let applied = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    if applied == 0 {
+        eprintln!("warning: failed to limit malloc to one arena");
     }
 }
 

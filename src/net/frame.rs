@@ -12,6 +12,8 @@
 //! level 0; at level 1 it holds an HMAC-SHA256 over the direction, `seq` and
 //! the payload, so the header needs no change between levels.
 
+use std::ops::Range;
+
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Largest frame accepted, header included: room for an output tail of
@@ -83,6 +85,59 @@ pub fn write_frame(
     Ok(())
 }
 
+/// Byte ranges of the MAC field and the payload of a frame that
+/// [`append_frame`] appended, as indexes into its output buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AppendedFrame {
+    /// The MAC field, zero-filled, for the caller to sign into.
+    pub mac: Range<usize>,
+    pub payload: Range<usize>,
+}
+
+/// bincode output that appends to a byte vector.
+struct AppendWriter<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for AppendWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// Appends one whole frame (length prefix included) to `out`, encoding
+/// `message` in place, with a zero-filled MAC field of `mac_len` bytes.
+/// On an error `out` is left as it was.
+pub fn append_frame<T: Serialize>(
+    out: &mut Vec<u8>,
+    seq: u64,
+    mac_len: usize,
+    message: &T,
+) -> Result<AppendedFrame, FrameError> {
+    if mac_len > MAX_MAC_LEN {
+        return Err(FrameError::BadMacLength { len: mac_len });
+    }
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.push(mac_len as u8);
+    out.resize(out.len() + mac_len, 0);
+    let payload_start = out.len();
+    if let Err(error) = bincode::serde::encode_into_writer(message, AppendWriter(out), config()) {
+        out.truncate(start);
+        return Err(error.into());
+    }
+    let len = out.len() - start - 4;
+    if len > MAX_FRAME_LEN {
+        out.truncate(start);
+        return Err(FrameError::TooLarge { len });
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(AppendedFrame {
+        mac: payload_start - mac_len..payload_start,
+        payload: payload_start..out.len(),
+    })
+}
+
 /// Checks a length prefix before the body is read.
 pub fn check_len(len: u32) -> Result<usize, FrameError> {
     let len = len as usize;
@@ -139,6 +194,36 @@ mod tests {
                 payload: b"payload"
             }
         );
+    }
+
+    #[test]
+    fn appended_frame_matches_write_frame() {
+        let message = (42u64, "text".to_string());
+        let payload = encode_payload(&message).unwrap();
+        let mut expected = b"kept".to_vec();
+        write_frame(&mut expected, 9, &[0; 32], &payload).unwrap();
+
+        let mut out = b"kept".to_vec();
+        let appended = append_frame(&mut out, 9, 32, &message).unwrap();
+        assert_eq!(out, expected);
+        assert_eq!(appended.mac, 4 + 13..4 + 13 + 32);
+        assert_eq!(&out[appended.payload], &payload[..]);
+    }
+
+    #[test]
+    fn oversized_appended_frame_leaves_buffer_unchanged() {
+        let mut out = b"kept".to_vec();
+        let huge = vec![7u8; MAX_FRAME_LEN];
+        assert!(matches!(
+            append_frame(&mut out, 0, 0, &huge),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert_eq!(out, b"kept");
+        assert!(matches!(
+            append_frame(&mut out, 0, MAX_MAC_LEN + 1, &1u8),
+            Err(FrameError::BadMacLength { .. })
+        ));
+        assert_eq!(out, b"kept");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub enum LinkError {
     #[error("frame sequence {got} is out of order: expected {expected}")]
     Sequence { expected: u64, got: u64 },
     #[error("failed to read from the peer: {0}")]
-    Read(#[from] quinn::ReadExactError),
+    Read(#[from] quinn::ReadError),
     #[error("failed to write to the peer: {0}")]
     Write(#[from] quinn::WriteError),
     #[error("the peer closed the stream in the middle of a frame")]
@@ -59,12 +59,23 @@ impl LinkError {
     }
 }
 
+/// Bytes a reader asks its stream for per read, so a read returns many
+/// small frames at once. A larger frame grows the buffer to its length.
+const READ_BUFFER_LEN: usize = 16 * 1024;
+
 /// Reads frames, checking the length limit, the sequence numbers and,
 /// once enabled, the MACs.
+///
+/// It reads whatever the stream has into one buffer and splits frames
+/// there. `next` is cancel-safe: bytes already read stay in the buffer.
 pub struct FrameReader {
     recv: quinn::RecvStream,
     next_seq: u64,
-    body: Vec<u8>,
+    /// Received bytes: `buffer[start..end]` are not consumed yet, and the
+    /// rest is room for the next read.
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
     mac: Option<FrameMac>,
 }
 
@@ -73,7 +84,9 @@ impl FrameReader {
         FrameReader {
             recv,
             next_seq: 0,
-            body: Vec::new(),
+            buffer: Vec::new(),
+            start: 0,
+            end: 0,
             mac: None,
         }
     }
@@ -87,22 +100,65 @@ impl FrameReader {
     /// Returns the next message, or `None` when the peer finished the stream
     /// cleanly between frames.
     pub async fn next(&mut self) -> Result<Option<Message>, LinkError> {
-        let mut prefix = [0u8; 4];
-        match self.recv.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(LinkError::Truncated),
-            Err(e) => return Err(e.into()),
+        loop {
+            let needed = match self.buffered_frame_len()? {
+                Some(len) if self.end - self.start >= len => break,
+                Some(len) => len,
+                None => 4,
+            };
+            if !self.fill(needed).await? {
+                return match self.end - self.start {
+                    0 => Ok(None),
+                    _ => Err(LinkError::Truncated),
+                };
+            }
         }
-        let len = frame::check_len(u32::from_be_bytes(prefix))?;
-        self.body.resize(len, 0);
-        match self.recv.read_exact(&mut self.body).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(LinkError::Truncated),
-            Err(e) => return Err(e.into()),
-        }
+        self.take_frame().map(Some)
+    }
 
-        let parts = frame::split_frame(&self.body)?;
+    /// Returns the length, prefix included, of the frame that starts the
+    /// buffer, once its prefix is in, after checking it against the limit.
+    fn buffered_frame_len(&self) -> Result<Option<usize>, LinkError> {
+        let Some(prefix) = self.buffer[self.start..self.end].first_chunk::<4>() else {
+            return Ok(None);
+        };
+        Ok(Some(4 + frame::check_len(u32::from_be_bytes(*prefix))?))
+    }
+
+    /// Reads more bytes until at least `needed` are buffered or the stream
+    /// ends; returns false at the end of the stream.
+    async fn fill(&mut self, needed: usize) -> Result<bool, LinkError> {
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
+        if self.start + needed > self.buffer.len() {
+            // The unconsumed bytes are less than one frame, so moving them to
+            // the front is cheap. Then the buffer grows to fit the frame.
+            self.buffer.copy_within(self.start..self.end, 0);
+            (self.start, self.end) = (0, self.end - self.start);
+            if needed > self.buffer.len() {
+                self.buffer.resize(needed.max(READ_BUFFER_LEN), 0);
+            }
+        }
+        while self.end - self.start < needed {
+            match self.recv.read(&mut self.buffer[self.end..]).await? {
+                Some(read) => self.end += read,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Checks and decodes the whole frame that starts the buffer.
+    fn take_frame(&mut self) -> Result<Message, LinkError> {
+        let len = frame::check_len(u32::from_be_bytes(
+            *self.buffer[self.start..]
+                .first_chunk::<4>()
+                .expect("the caller buffered a whole frame"),
+        ))?;
+        let body = &self.buffer[self.start + 4..self.start + 4 + len];
+        self.start += 4 + len;
+        let parts = frame::split_frame(body)?;
         if let Some(mac) = &self.mac {
             // The MAC is checked first, so a tampered seq reports a bad MAC
             // and a sequence error means a replayed or dropped frame.
@@ -129,11 +185,24 @@ impl FrameReader {
             });
         }
         self.next_seq += 1;
-        Ok(Some(frame::decode_payload(parts.payload)?))
+        let message = frame::decode_payload(parts.payload)?;
+        self.release_large_buffer();
+        Ok(message)
+    }
+
+    /// Gives back the memory of a buffer that grew for a large frame, once
+    /// nothing is left in it.
+    fn release_large_buffer(&mut self) {
+        if self.start == self.end && self.buffer.len() > READ_BUFFER_LEN {
+            (self.start, self.end) = (0, 0);
+            self.buffer.truncate(READ_BUFFER_LEN);
+            self.buffer.shrink_to_fit();
+        }
     }
 }
 
 /// Writes frames with increasing sequence numbers and, once enabled, MACs.
+/// Queued frames are encoded into one buffer and sent with one write.
 pub struct FrameWriter {
     send: quinn::SendStream,
     next_seq: u64,
@@ -159,16 +228,12 @@ impl FrameWriter {
 
     /// Appends a message to the write buffer without sending it.
     pub fn queue(&mut self, message: &Message) -> Result<(), LinkError> {
-        let payload = frame::encode_payload(message)?;
-        let signed: [u8; MAC_LEN];
-        let mac: &[u8] = match &self.mac {
-            Some(mac) => {
-                signed = mac.sign(self.next_seq, &payload);
-                &signed
-            }
-            None => &[],
-        };
-        frame::write_frame(&mut self.buffer, self.next_seq, mac, &payload)?;
+        let mac_len = if self.mac.is_some() { MAC_LEN } else { 0 };
+        let appended = frame::append_frame(&mut self.buffer, self.next_seq, mac_len, message)?;
+        if let Some(mac) = &self.mac {
+            let signed = mac.sign(self.next_seq, &self.buffer[appended.payload]);
+            self.buffer[appended.mac].copy_from_slice(&signed);
+        }
         self.next_seq += 1;
         Ok(())
     }
