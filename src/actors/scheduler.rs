@@ -3,7 +3,7 @@
 //! come due, on manual runs and on retries.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -22,6 +22,8 @@ use crate::domain::lifecycle::{admits_another, consume_fire, plan_fire};
 use crate::domain::schedule::Schedule;
 use crate::domain::validation::parse_schedule;
 use crate::storage::{FireRecord, StoreError, TaskState};
+
+mod load;
 
 /// Maximum wait between ticks, so a clock step is noticed.
 const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(30);
@@ -51,6 +53,10 @@ pub struct SchedulerActor {
     running: HashMap<Id, u32>,
     generation: u64,
     wake: Arc<Notify>,
+    /// Ids of the tasks put or removed while the start-up load runs, whose
+    /// copy in a later load chunk is older and is dropped. `None` once every
+    /// stored task is loaded.
+    changed_during_load: Option<HashSet<Id>>,
 }
 
 /// Reason a manual run or retry created no instance.
@@ -67,8 +73,9 @@ pub enum RunError {
 }
 
 impl SchedulerActor {
-    /// Loads every enabled task and the running counts from the store,
-    /// spawns the actor and its ticker.
+    /// Counts the running instances, spawns the actor and its ticker, and
+    /// starts loading the enabled tasks in the background (see [`load`]),
+    /// so tasks loaded early fire while later ones are still being read.
     pub fn start(shared: Arc<Shared>) -> Result<ActorRef<SchedulerActor>, StoreError> {
         let mut actor = SchedulerActor {
             shared: shared.clone(),
@@ -77,6 +84,7 @@ impl SchedulerActor {
             running: HashMap::new(),
             generation: 0,
             wake: Arc::new(Notify::new()),
+            changed_during_load: Some(HashSet::new()),
         };
         for instance in shared.store.running_instances()? {
             *actor.running.entry(instance.task_id).or_default() += 1;
@@ -87,27 +95,15 @@ impl SchedulerActor {
             .instances_running
             .store(i64::from(running_total), Relaxed);
 
-        for task in shared.store.list::<Task>()? {
-            if task.status == TaskStatus::Enabled {
-                let state = shared.store.task_state(task.id)?;
-                actor.insert(task, state, true);
-            }
-        }
-        tracing::info!(
-            tasks = actor.tasks.len(),
-            running = running_total,
-            "scheduler.loaded"
-        );
-
+        shared.metrics.scheduler_loading.store(1, Relaxed);
         let wake = actor.wake.clone();
         let actor_ref = SchedulerActor::spawn_with_mailbox(actor, kameo::mailbox::bounded(MAILBOX));
-        let ticker = actor_ref.clone();
-        tokio::spawn(tick_loop(ticker, wake, shared));
+        tokio::spawn(tick_loop(actor_ref.clone(), wake, shared.clone()));
+        load::spawn(actor_ref.clone(), shared);
         Ok(actor_ref)
     }
 
-    /// Adds an enabled task. The first slot is the first after the last
-    /// recorded one, or after the task was last saved.
+    /// Adds an enabled task, parsing its schedule.
     fn insert(&mut self, task: Task, state: TaskState, recovering: bool) {
         let schedule = match parse_schedule(&task, task.schedule_anchor) {
             Ok(schedule) => schedule,
@@ -116,11 +112,18 @@ impl SchedulerActor {
                 return;
             }
         };
-        let after = state
-            .last_slot
-            .unwrap_or(task.updated_time)
-            .max(task.updated_time);
-        let next = schedule.next_after(after).ok().flatten();
+        let next = first_slot(&task, &schedule, &state);
+        self.insert_parsed(task, schedule, next, state, recovering);
+    }
+
+    fn insert_parsed(
+        &mut self,
+        task: Task,
+        schedule: Schedule,
+        next: Option<DateTime<Utc>>,
+        state: TaskState,
+        recovering: bool,
+    ) {
         self.generation += 1;
         if let Some(at) = next {
             self.queue.push(Reverse((at, task.id, self.generation)));
@@ -134,6 +137,11 @@ impl SchedulerActor {
             recovering,
         };
         self.tasks.insert(entry.task.id, Box::new(entry));
+    }
+
+    /// Returns when the ticker must wake next: the earliest queued slot.
+    fn earliest_slot(&self) -> Option<DateTime<Utc>> {
+        self.queue.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// Fires every task whose slot is due and returns when to tick next.
@@ -411,6 +419,16 @@ impl Actor for SchedulerActor {
     }
 }
 
+/// Returns a task's first slot: the first after its last recorded slot, or
+/// after the task was last saved when that is later.
+fn first_slot(task: &Task, schedule: &Schedule, state: &TaskState) -> Option<DateTime<Utc>> {
+    let after = state
+        .last_slot
+        .unwrap_or(task.updated_time)
+        .max(task.updated_time);
+    schedule.next_after(after).ok().flatten()
+}
+
 /// Maximum wait after a start for the executors of bound processors to
 /// rejoin, so catch-up fires find them online.
 const REJOIN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -456,6 +474,9 @@ impl Message<PutTask> for SchedulerActor {
 
     async fn handle(&mut self, msg: PutTask, _ctx: &mut Context<Self, ()>) {
         let task = msg.0;
+        if let Some(changed) = &mut self.changed_during_load {
+            changed.insert(task.id);
+        }
         let state = self.tasks.remove(&task.id).map(|e| e.state);
         if task.status == TaskStatus::Enabled {
             let state = match state {
@@ -475,6 +496,9 @@ impl Message<RemoveTask> for SchedulerActor {
     type Reply = ();
 
     async fn handle(&mut self, msg: RemoveTask, _ctx: &mut Context<Self, ()>) {
+        if let Some(changed) = &mut self.changed_during_load {
+            changed.insert(msg.0);
+        }
         self.tasks.remove(&msg.0);
     }
 }
@@ -545,6 +569,8 @@ pub struct SchedulerStats;
 pub struct SchedulerFigures {
     pub scheduled_tasks: usize,
     pub running_instances: u32,
+    /// True while the start-up load is still reading stored tasks.
+    pub loading: bool,
 }
 
 impl Message<SchedulerStats> for SchedulerActor {
@@ -558,6 +584,7 @@ impl Message<SchedulerStats> for SchedulerActor {
         SchedulerFigures {
             scheduled_tasks: self.tasks.len(),
             running_instances: self.running.values().sum(),
+            loading: self.changed_during_load.is_some(),
         }
     }
 }

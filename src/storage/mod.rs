@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use entities::{Entity, EntityKind};
+pub use entities::{Entity, EntityKind, TaskScan};
 pub use instances::{FireRecord, InstanceFilter, InstancePage, TaskState};
 pub use sessions::SessionRecord;
 
