@@ -144,6 +144,21 @@ impl SchedulerActor {
         self.queue.peek().map(|Reverse((at, _, _))| *at)
     }
 
+    /// Wakes the ticker when the earliest queued slot moved before
+    /// `earliest_before`. The ticker already wakes at every later slot, so a
+    /// task created for later costs no tick.
+    fn wake_if_earlier(&self, earliest_before: Option<DateTime<Utc>>) {
+        let earliest = self.earliest_slot();
+        let moved_earlier = match (earliest, earliest_before) {
+            (Some(now_first), Some(before)) => now_first < before,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if moved_earlier {
+            self.wake.notify_one();
+        }
+    }
+
     /// Fires every task whose slot is due and returns when to tick next.
     async fn fire_due(&mut self) -> DateTime<Utc> {
         let now = Utc::now();
@@ -477,6 +492,7 @@ impl Message<PutTask> for SchedulerActor {
         if let Some(changed) = &mut self.changed_during_load {
             changed.insert(task.id);
         }
+        let earliest_before = self.earliest_slot();
         let state = self.tasks.remove(&task.id).map(|e| e.state);
         if task.status == TaskStatus::Enabled {
             let state = match state {
@@ -485,7 +501,7 @@ impl Message<PutTask> for SchedulerActor {
             };
             self.insert(task, state, false);
         }
-        self.wake.notify_one();
+        self.wake_if_earlier(earliest_before);
     }
 }
 

@@ -26,6 +26,9 @@ pub const SCHEMA_VERSION: u8 = 1;
 /// Default sled page cache; sled's own default of 1 GiB is far more than a
 /// scheduler needs for its working set.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Interval of sled's own background flush, which bounds what a crash can
+/// lose of writes that nobody waited on with [`Store::durable`].
+pub const FLUSH_EVERY_MS: u64 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -95,7 +98,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()?;
         let tree = |name: &str| db.open_tree(name);
         let trees = Trees {

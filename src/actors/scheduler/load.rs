@@ -130,12 +130,7 @@ impl SchedulerActor {
                 true,
             );
         }
-        let earliest_after = self.earliest_slot();
-        if earliest_after.is_some()
-            && earliest_before.is_none_or(|before| earliest_after < Some(before))
-        {
-            self.wake.notify_one();
-        }
+        self.wake_if_earlier(earliest_before);
     }
 }
 
