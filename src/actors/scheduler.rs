@@ -21,7 +21,7 @@ use crate::domain::entities::{Dispatch, Id, Instance, InstanceStatus, Task, Task
 use crate::domain::lifecycle::{admits_another, consume_fire, plan_fire};
 use crate::domain::schedule::Schedule;
 use crate::domain::validation::parse_schedule;
-use crate::storage::{FireRecord, StoreError, TaskState};
+use crate::storage::{EncodedTask, FireRecord, StoreError, TaskState};
 
 mod load;
 
@@ -31,7 +31,10 @@ const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(30);
 const MAILBOX: usize = 4096;
 
 struct Entry {
-    task: Arc<Task>,
+    /// The task, encoded: a decoded task takes about four times the memory,
+    /// and only a fire needs its fields.
+    task: EncodedTask,
+    misfire_grace: u64,
     schedule: Schedule,
     next: Option<DateTime<Utc>>,
     /// Identifies the heap entry that is current for this task; older
@@ -128,15 +131,17 @@ impl SchedulerActor {
         if let Some(at) = next {
             self.queue.push(Reverse((at, task.id, self.generation)));
         }
+        let id = task.id;
         let entry = Entry {
-            task: Arc::new(task),
+            task: EncodedTask::new(&task),
+            misfire_grace: task.misfire_grace,
             schedule,
             next,
             generation: self.generation,
             state,
             recovering,
         };
-        self.tasks.insert(entry.task.id, Box::new(entry));
+        self.tasks.insert(id, Box::new(entry));
     }
 
     /// Returns when the ticker must wake next: the earliest queued slot.
@@ -185,7 +190,7 @@ impl SchedulerActor {
             return Ok(());
         };
         let Some(due) = entry.next else { return Ok(()) };
-        let grace = Duration::seconds(entry.task.misfire_grace as i64);
+        let grace = Duration::seconds(entry.misfire_grace as i64);
         let plan = plan_fire(&entry.schedule, due, now, grace, entry.recovering);
         entry.recovering = false;
         entry.next = plan.next;
@@ -193,7 +198,7 @@ impl SchedulerActor {
             self.queue.push(Reverse((at, task_id, entry.generation)));
         }
 
-        let task = entry.task.clone();
+        let task = Arc::new(entry.task.decode(task_id)?);
         let mut state = entry.state.clone();
         if plan.missed > 0 {
             state.missed += plan.missed;
@@ -253,23 +258,20 @@ impl SchedulerActor {
         if let Some(entry) = self.tasks.get_mut(&task_id) {
             entry.state = state;
         }
-        match updated_task {
+        let task = match updated_task {
             Some(_) if used_up => {
                 tracing::info!(task.id = task_id, "scheduler.task_used_up");
                 self.tasks.remove(&task_id);
+                task
             }
             Some(changed) => {
                 if let Some(entry) = self.tasks.get_mut(&task_id) {
-                    entry.task = Arc::new(changed);
+                    entry.task = EncodedTask::new(&changed);
                 }
+                Arc::new(changed)
             }
-            None => {}
-        }
-        let task = self
-            .tasks
-            .get(&task_id)
-            .map(|e| e.task.clone())
-            .unwrap_or(task);
+            None => task,
+        };
         self.launch(instances, task).await;
         Ok(())
     }

@@ -19,6 +19,7 @@ pub use entities::{Entity, EntityKind, TaskScan};
 pub use instances::{FireRecord, InstanceFilter, InstancePage, TaskState};
 pub use sessions::SessionRecord;
 
+use crate::domain::entities::Task;
 use crate::domain::validation::FieldError;
 
 /// Version of the stored value layout, the first byte of every value.
@@ -174,6 +175,21 @@ impl Store {
     pub fn set_flag(&self, name: &str) -> Result<(), StoreError> {
         self.trees.meta.insert(name, &[1u8])?;
         Ok(())
+    }
+}
+
+/// A task in its stored encoding, for holders of many tasks that decode one
+/// only when they use it: about a quarter of the decoded task's heap size.
+pub struct EncodedTask(Box<[u8]>);
+
+impl EncodedTask {
+    pub fn new(task: &Task) -> EncodedTask {
+        EncodedTask(codec::encode(task).into_boxed_slice())
+    }
+
+    /// Decodes the task; `id` names it in the error.
+    pub fn decode(&self, id: crate::domain::entities::Id) -> Result<Task, StoreError> {
+        codec::decode("tasks", &codec::id_key(id), &self.0)
     }
 }
 
