@@ -31,8 +31,9 @@ const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(30);
 const MAILBOX: usize = 4096;
 
 struct Entry {
-    /// The task, encoded: a decoded task takes about four times the memory,
-    /// and only a fire needs its fields.
+    /// The task in its stored encoding, decoded when it fires. Keeping it
+    /// decoded cost about 430 more resident bytes per task in
+    /// `delicate bench scale` at 200k tasks.
     task: EncodedTask,
     misfire_grace: u64,
     schedule: Schedule,

@@ -113,7 +113,7 @@ fn task_view(api: &Api, task: Task) -> Result<TaskView, ApiError> {
     })
 }
 
-/// The view of a task just created: it has no fire counters and no
+/// Builds the view of a task just created: it has no fire counters and no
 /// instance yet, so nothing is read back from the store.
 fn new_task_view(task: Task) -> TaskView {
     let times = next_fire_times(&task, Utc::now(), NEXT_FIRE_TIMES);

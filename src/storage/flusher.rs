@@ -40,7 +40,7 @@ impl Flusher {
     }
 }
 
-/// Longest time a flush waits for more callers to join it, used only while
+/// Maximum time a flush waits for more callers to join it, used only while
 /// callers come concurrently. Each sled flush seals and writes its own log
 /// buffer (a `pwrite` and a `sync_file_range` on a sled I/O thread), so under
 /// concurrent load fewer, larger flushes cost less CPU and disk time per

@@ -28,7 +28,7 @@ pub const SCHEMA_VERSION: u8 = 1;
 /// scheduler needs for its working set.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Interval of sled's own background flush, which bounds what a crash can
-/// lose of writes that nobody waited on with [`Store::durable`].
+/// lose of writes that no caller waited on with [`Store::durable`].
 pub const FLUSH_EVERY_MS: u64 = 500;
 
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +179,8 @@ impl Store {
 }
 
 /// A task in its stored encoding, for holders of many tasks that decode one
-/// only when they use it: about a quarter of the decoded task's heap size.
+/// only when they use it, because the encoding is far smaller than a
+/// decoded `Task` with its strings.
 pub struct EncodedTask(Box<[u8]>);
 
 impl EncodedTask {

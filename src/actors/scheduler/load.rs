@@ -20,8 +20,8 @@ use crate::domain::schedule::Schedule;
 use crate::domain::validation::parse_schedule;
 use crate::storage::{StoreError, TaskState};
 
-/// Tasks per chunk. The actor inserts a chunk in about a millisecond, so a
-/// tick queued behind one is only that much late.
+/// Tasks per chunk, small so that a tick queued behind a chunk waits only
+/// for the heap and map inserts of 1,000 tasks (estimated at a millisecond).
 const CHUNK: usize = 1000;
 
 /// A stored enabled task with its parsed schedule and first slot.
@@ -93,8 +93,8 @@ fn load(actor: &ActorRef<SchedulerActor>, shared: &Shared, runtime: &tokio::runt
 }
 
 /// Returns the heap pages freed during the load (decode buffers, sled's
-/// read copies, spent chunks) to the kernel. glibc keeps them otherwise, and
-/// at a million tasks they are tens of MiB of resident memory.
+/// read copies, spent chunks) to the kernel, which glibc keeps otherwise.
+/// It saved about 4 MiB of resident memory at 200k tasks.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own free lists; it has no
