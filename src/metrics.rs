@@ -60,6 +60,8 @@ pub struct Metrics {
     ended: [AtomicU64; 6],
     pub instances_running: AtomicI64,
     pub processors_online: AtomicI64,
+    /// 1 while the scheduler's start-up load is still reading stored tasks.
+    pub scheduler_loading: AtomicI64,
     pub fire_lateness: Histogram,
     pub dispatch_latency: Histogram,
     pub frames_rejected: AtomicU64,
@@ -183,6 +185,12 @@ impl Metrics {
             "delicate_processors_online",
             "Executor processors online.",
             self.processors_online.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "delicate_scheduler_loading",
+            "1 while the scheduler is still loading stored tasks after its start, else 0.",
+            self.scheduler_loading.load(Relaxed),
         );
         self.fire_lateness.render(
             &mut out,

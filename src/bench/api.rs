@@ -1,8 +1,10 @@
 //! `bench api`: task creations, then instance reads, over HTTP with
 //! keep-alive, one thread and connection each. The API sends the response
 //! to a creation only after the store has flushed it, so the creation rate
-//! is a durable rate.
+//! is a durable rate. The baseline is the raw sled flush rate of one thread
+//! on the same disk, measured just before the scheduler starts.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -13,9 +15,14 @@ use serde_json::json;
 use super::process::{DataDir, Http, NodeProcess, own_cpu_time, quantile};
 use super::report::Bound;
 use super::{BenchArgs, Report, progress};
+use crate::storage::{DEFAULT_CACHE_BYTES, FLUSH_EVERY_MS};
 
 /// Instances created before the read phase, so listings return full pages.
 const SEED_INSTANCES: usize = 200;
+/// Length of the raw sled flush baseline.
+const BASELINE_WINDOW: Duration = Duration::from_secs(5);
+/// Bytes per baseline insert: about a stored task with its unique-name key.
+const BASELINE_VALUE_LEN: usize = 400;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let max_creates = args.tasks_or(100_000);
@@ -26,6 +33,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         "api",
         json!({"max_creates": max_creates, "duration_s": window.as_secs_f64(), "connections": connections}),
     );
+
+    let baseline = raw_flush_rate(&data.join("baseline"), BASELINE_WINDOW)?;
+    eprintln!("[api] baseline: {baseline:.0} sled insert-and-flush calls per second, one thread");
 
     let mut scheduler = NodeProcess::scheduler(&data.join("scheduler"))?;
     let http = Http::new(scheduler.http());
@@ -76,12 +86,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let server_cpu = (scheduler.cpu_time()? - server_cpu_before).as_secs_f64();
     scheduler.stop()?;
 
-    report.add_target(
-        "creates_per_second",
-        creates.rate(),
-        "1/s",
-        Bound::AtLeast(10_000.0),
-    );
+    report
+        .add_target(
+            "creates_per_second",
+            creates.rate(),
+            "1/s",
+            Bound::AtLeast(10_000.0),
+        )
+        .baseline(baseline);
     report.add("creates", creates.latencies.len() as f64, "count");
     report.add(
         "create_latency_p50",
@@ -113,6 +125,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         "cores",
     );
     Ok(report)
+}
+
+/// Returns how many times per second one thread can insert a value and
+/// flush sled, with the store's sled settings, in a fresh database in `dir`.
+fn raw_flush_rate(dir: &Path, window: Duration) -> anyhow::Result<f64> {
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(DEFAULT_CACHE_BYTES)
+        .flush_every_ms(Some(FLUSH_EVERY_MS))
+        .open()?;
+    let value = vec![0x5a_u8; BASELINE_VALUE_LEN];
+    let began = Instant::now();
+    let mut flushes = 0u64;
+    while began.elapsed() < window {
+        db.insert(flushes.to_be_bytes(), value.as_slice())?;
+        db.flush()?;
+        flushes += 1;
+    }
+    Ok(flushes as f64 / began.elapsed().as_secs_f64())
 }
 
 fn seed_instances(http: &Http) -> anyhow::Result<()> {

@@ -113,6 +113,19 @@ fn task_view(api: &Api, task: Task) -> Result<TaskView, ApiError> {
     })
 }
 
+/// Builds the view of a task just created: it has no fire counters and no
+/// instance yet, so nothing is read back from the store.
+fn new_task_view(task: Task) -> TaskView {
+    let times = next_fire_times(&task, Utc::now(), NEXT_FIRE_TIMES);
+    TaskView {
+        next_fire_times: times.iter().map(time_format::rfc3339).collect(),
+        missed_fires: 0,
+        skipped_fires: 0,
+        last_instance: None,
+        task,
+    }
+}
+
 async fn list_tasks(api: web::Data<Api>) -> Result<HttpResponse, ApiError> {
     let views = api
         .shared
@@ -272,7 +285,7 @@ async fn create_task(api: web::Data<Api>, body: web::Bytes) -> Result<HttpRespon
     let input: TaskInput = parse_json(&body)?;
     let task = new_task(input, Utc::now())?;
     let task = store_new_task(&api, task).await?;
-    Ok(HttpResponse::Created().json(task_view(&api, task)?))
+    Ok(HttpResponse::Created().json(new_task_view(task)))
 }
 
 /// Stores an edited task and reschedules it.

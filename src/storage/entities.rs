@@ -7,7 +7,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 use super::codec::{decode, encode, id_key, read_u64};
-use super::{Store, StoreError};
+use super::{Store, StoreError, TaskState};
 use crate::domain::entities::{Bind, Group, Id, Processor, Task};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -332,6 +332,71 @@ impl Store {
     /// Number of records of a kind.
     pub fn count<E: Entity>(&self) -> usize {
         E::tree(self).len()
+    }
+}
+
+/// Every stored task with its fire state, in id order; see
+/// [`Store::tasks_with_state`].
+pub struct TaskScan {
+    tasks: sled::Iter,
+    states: std::iter::Peekable<sled::Iter>,
+}
+
+impl Iterator for TaskScan {
+    type Item = Result<(Task, TaskState), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (key, bytes) = match self.tasks.next()? {
+            Ok(entry) => entry,
+            Err(error) => return Some(Err(error.into())),
+        };
+        Some(self.decode_with_state(&key, &bytes))
+    }
+}
+
+impl TaskScan {
+    fn decode_with_state(
+        &mut self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<(Task, TaskState), StoreError> {
+        let task: Task = decode("tasks", key, bytes)?;
+        // Both trees are keyed by the big-endian task id, so they sort alike:
+        // skip the states of deleted tasks until reaching this key.
+        loop {
+            match self.states.peek() {
+                Some(Ok((state_key, _))) if state_key.as_ref() < key => {
+                    self.states.next();
+                }
+                Some(Err(_)) => {
+                    if let Some(Err(error)) = self.states.next() {
+                        return Err(error.into());
+                    }
+                }
+                _ => break,
+            }
+        }
+        let state = match self.states.peek() {
+            Some(Ok((state_key, state_bytes))) if state_key.as_ref() == key => {
+                let state = decode("task_state", key, state_bytes)?;
+                self.states.next();
+                state
+            }
+            _ => TaskState::default(),
+        };
+        Ok((task, state))
+    }
+}
+
+impl Store {
+    /// Scans every task with its fire state in one pass over the two trees,
+    /// in place of one state lookup per task. A task without a stored state
+    /// gets the default one.
+    pub fn tasks_with_state(&self) -> TaskScan {
+        TaskScan {
+            tasks: self.trees.tasks.iter(),
+            states: self.trees.task_state.iter().peekable(),
+        }
     }
 }
 

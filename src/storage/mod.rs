@@ -15,10 +15,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use entities::{Entity, EntityKind};
+pub use entities::{Entity, EntityKind, TaskScan};
 pub use instances::{FireRecord, InstanceFilter, InstancePage, TaskState};
 pub use sessions::SessionRecord;
 
+use crate::domain::entities::Task;
 use crate::domain::validation::FieldError;
 
 /// Version of the stored value layout, the first byte of every value.
@@ -26,6 +27,9 @@ pub const SCHEMA_VERSION: u8 = 1;
 /// Default sled page cache; sled's own default of 1 GiB is far more than a
 /// scheduler needs for its working set.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Interval of sled's own background flush, which bounds what a crash can
+/// lose of writes that no caller waited on with [`Store::durable`].
+pub const FLUSH_EVERY_MS: u64 = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -95,7 +99,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
             .open()?;
         let tree = |name: &str| db.open_tree(name);
         let trees = Trees {
@@ -171,6 +175,22 @@ impl Store {
     pub fn set_flag(&self, name: &str) -> Result<(), StoreError> {
         self.trees.meta.insert(name, &[1u8])?;
         Ok(())
+    }
+}
+
+/// A task in its stored encoding, for holders of many tasks that decode one
+/// only when they use it, because the encoding is far smaller than a
+/// decoded `Task` with its strings.
+pub struct EncodedTask(Box<[u8]>);
+
+impl EncodedTask {
+    pub fn new(task: &Task) -> EncodedTask {
+        EncodedTask(codec::encode(task).into_boxed_slice())
+    }
+
+    /// Decodes the task; `id` names it in the error.
+    pub fn decode(&self, id: crate::domain::entities::Id) -> Result<Task, StoreError> {
+        codec::decode("tasks", &codec::id_key(id), &self.0)
     }
 }
 
