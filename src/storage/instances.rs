@@ -110,43 +110,8 @@ impl Store {
     /// Stores a fire's instances atomically. Returns false, storing nothing,
     /// when the slot already has an instance for one of the processors.
     pub fn record_fire(&self, fire: &FireRecord<'_>) -> Result<bool, StoreError> {
-        let trees = &self.trees;
-        let result = (
-            &trees.instances,
-            &trees.instances_by_task,
-            &trees.slots,
-            &trees.running,
-            &trees.task_state,
-            &trees.tasks,
-        )
-            .transaction(|(instances, by_task, slots, running, task_state, tasks)| {
-                for instance in fire.instances {
-                    if let Some(slot) = fire.slot {
-                        let key = slot_key(fire.task_id, slot, fire.slot_processor(instance));
-                        if slots.get(key)?.is_some() {
-                            return Err(ConflictableTransactionError::Abort(()));
-                        }
-                        slots.insert(&key, &id_key(instance.id))?;
-                    }
-                    instances.insert(&id_key(instance.id), encode(instance))?;
-                    by_task.insert(&pair_key(instance.task_id, instance.id), &[])?;
-                    if instance.status == InstanceStatus::Running {
-                        running.insert(&pair_key(instance.task_id, instance.id), &[])?;
-                    }
-                }
-                if let Some(state) = fire.state {
-                    task_state.insert(&id_key(fire.task_id), encode(state))?;
-                }
-                if let Some(task) = fire.task {
-                    tasks.insert(&id_key(task.id), encode(task))?;
-                }
-                Ok(())
-            });
-        match result {
-            Ok(()) => Ok(true),
-            Err(TransactionError::Abort(())) => Ok(false),
-            Err(TransactionError::Storage(error)) => Err(error.into()),
-        }
+        let stored = self.record_fires(std::slice::from_ref(fire))?;
+        Ok(stored.first().copied().unwrap_or(false))
     }
 
     /// Stores the fires of one tick in a single transaction, so the tick
