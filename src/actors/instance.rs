@@ -50,6 +50,10 @@ impl InstanceActor {
 
     /// Spawns the actor of an instance found Running after a scheduler
     /// restart; it waits for its executor to report or to be declared offline.
+    // NOTE: an instance stored but never sent (the scheduler died between
+    // the flush and the slot) stays Running until its executor goes offline,
+    // which may be never: no message tells the scheduler that the executor
+    // never received the run.
     pub async fn recover(shared: Arc<Shared>, instance: Instance, task: Arc<Task>) {
         let processor = instance.executor_processor_id;
         let instance_id = instance.id;
