@@ -98,7 +98,7 @@ pub enum RunError {
     #[error("task {0} not found")]
     TaskNotFound(Id),
     #[error(
-        "task {task_id} already has {running} running instances, its maximum_parallel_runnable_num"
+        "task {task_id} is at its maximum_parallel_runnable_num with {running} running: wait for a run to end, or raise the limit"
     )]
     AtLimit { task_id: Id, running: u32 },
     #[error(transparent)]
