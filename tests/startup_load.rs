@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::{Node, wait_for};
-use delicate::domain::entities::{Bind, Dispatch, Frequency, Group, Processor, Task, TaskStatus};
+use delicate::domain::entities::{Bind, Group, Processor, Task};
 use delicate::storage::{DEFAULT_CACHE_BYTES, Store, TaskState};
 use serde_json::json;
 
@@ -18,32 +18,14 @@ use serde_json::json;
 const FILLER_TASKS: usize = 20_000;
 
 fn task(name: String, cron_expression: &str, bind_id: u64, saved: DateTime<Utc>) -> Task {
-    Task {
-        id: 0,
+    Task::enabled(
         name,
-        description: String::new(),
-        command: "true".into(),
-        frequency: Frequency::Repeat,
-        cron_expression: cron_expression.into(),
-        time_zone: "UTC".into(),
-        timeout: 0,
-        retry_times: 0,
-        retry_interval: 0,
-        tag: String::new(),
-        binding_ids: vec![bind_id],
-        maximum_parallel_runnable_num: 1,
-        dispatch: Dispatch::Weighted,
-        misfire_grace: 60,
-        env: Default::default(),
-        run_as: None,
-        stdin: None,
-        mailto: None,
-        status: TaskStatus::Enabled,
-        remaining_count: None,
-        schedule_anchor: saved,
-        created_time: saved,
-        updated_time: saved,
-    }
+        "true",
+        cron_expression.into(),
+        "UTC",
+        vec![bind_id],
+        saved,
+    )
 }
 
 /// Stores a group, a processor that never joins, and their bind.

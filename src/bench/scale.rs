@@ -11,7 +11,7 @@ use serde_json::json;
 use super::process::{DataDir, Http, NodeProcess, dir_size, wait_until};
 use super::report::Bound;
 use super::{BenchArgs, Report, progress};
-use crate::domain::entities::{Bind, Dispatch, Frequency, Group, Id, Processor, Task, TaskStatus};
+use crate::domain::entities::{Bind, Group, Id, Processor, Task};
 use crate::domain::schedule::Schedule;
 use crate::storage::{DEFAULT_CACHE_BYTES, Store};
 
@@ -254,30 +254,12 @@ fn task(
     bind_id: Id,
     now: chrono::DateTime<Utc>,
 ) -> Task {
-    Task {
-        id: 0,
-        name: format!("scale-{index}"),
-        description: String::new(),
-        command: "true".into(),
-        frequency: Frequency::Repeat,
+    Task::enabled(
+        format!("scale-{index}"),
+        "true",
         cron_expression,
-        time_zone: zone.into(),
-        timeout: 0,
-        retry_times: 0,
-        retry_interval: 0,
-        tag: String::new(),
-        binding_ids: vec![bind_id],
-        maximum_parallel_runnable_num: 1,
-        dispatch: Dispatch::Weighted,
-        misfire_grace: 60,
-        env: Default::default(),
-        run_as: None,
-        stdin: None,
-        mailto: None,
-        status: TaskStatus::Enabled,
-        remaining_count: None,
-        schedule_anchor: now,
-        created_time: now,
-        updated_time: now,
-    }
+        zone,
+        vec![bind_id],
+        now,
+    )
 }

@@ -200,6 +200,48 @@ pub struct Task {
     pub updated_time: DateTime<Utc>,
 }
 
+impl Task {
+    /// Builds an enabled, repeating task with the API's defaults: no
+    /// timeout or retries, at most 1 running instance, weighted dispatch, a
+    /// 60 s misfire grace, and every time set to `now`. The id is 0 until
+    /// the store assigns one.
+    pub fn enabled(
+        name: String,
+        command: &str,
+        cron_expression: String,
+        time_zone: &str,
+        binding_ids: Vec<Id>,
+        now: DateTime<Utc>,
+    ) -> Task {
+        Task {
+            id: 0,
+            name,
+            description: String::new(),
+            command: command.into(),
+            frequency: Frequency::Repeat,
+            cron_expression,
+            time_zone: time_zone.into(),
+            timeout: 0,
+            retry_times: 0,
+            retry_interval: 0,
+            tag: String::new(),
+            binding_ids,
+            maximum_parallel_runnable_num: 1,
+            dispatch: Dispatch::Weighted,
+            misfire_grace: 60,
+            env: BTreeMap::new(),
+            run_as: None,
+            stdin: None,
+            mailto: None,
+            status: TaskStatus::Enabled,
+            remaining_count: None,
+            schedule_anchor: now,
+            created_time: now,
+            updated_time: now,
+        }
+    }
+}
+
 /// Instance status, with the numeric codes fixed by the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -52,8 +52,9 @@ fn run(db: sled::Db, incoming: std_mpsc::Receiver<Waiter>) {
     while let Ok(first) = incoming.recv() {
         let mut waiters = vec![first];
         waiters.extend(incoming.try_iter());
-        // A lone caller after a lone caller is flushed at once, so a single
-        // writer never waits for the linger.
+        // A lone caller is flushed at once unless the previous flush served
+        // several callers, so a single writer waits for the linger at most
+        // once after a burst.
         if concurrent || waiters.len() > 1 {
             collect_until(&incoming, &mut waiters, Instant::now() + LINGER);
         }

@@ -135,18 +135,18 @@ impl Store {
                 let mut stored = Vec::with_capacity(fires.len());
                 for fire in fires {
                     let mut claims = Vec::with_capacity(fire.instances.len());
-                    let mut taken = false;
+                    let mut slot_taken = false;
                     if let Some(slot) = fire.slot {
                         for instance in fire.instances {
                             let key = slot_key(fire.task_id, slot, fire.slot_processor(instance));
                             if slots.get(key)?.is_some() {
-                                taken = true;
+                                slot_taken = true;
                                 break;
                             }
                             claims.push((key, instance.id));
                         }
                     }
-                    if taken {
+                    if slot_taken {
                         stored.push(false);
                         continue;
                     }
