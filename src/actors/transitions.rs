@@ -2,8 +2,6 @@
 //! domain state machine inside a store transaction, then notifies the
 //! actors that track the instance.
 
-use std::cell::Cell;
-
 use chrono::Utc;
 
 use super::Shared;
@@ -21,66 +19,104 @@ pub async fn apply(
     instance_id: u64,
     event: InstanceEvent,
 ) -> Result<Option<Instance>, StoreError> {
-    match apply_checked(shared, instance_id, None, event).await? {
-        Reported::Applied(instance) => Ok(instance.map(|boxed| *boxed)),
-        Reported::UnknownInstance | Reported::OtherProcessor => Ok(None),
+    let events = [event];
+    let batch = [ReportedEvents {
+        instance_id,
+        events: &events,
+    }];
+    match apply_checked(shared, None, &batch).await?.pop() {
+        Some(Reported::Applied(instance)) => Ok(instance.map(|boxed| *boxed)),
+        _ => Ok(None),
     }
 }
 
-/// Outcome of applying an event that an executor reported.
+/// Outcome of applying the events that an executor reported for one
+/// instance.
 pub enum Reported {
     UnknownInstance,
     /// The instance is routed to another processor, so nothing changed.
     OtherProcessor,
-    /// The event went through the state machine: the instance after it when
-    /// it changed anything.
+    /// The events went through the state machine: the instance after them
+    /// when they changed anything.
     Applied(Option<Box<Instance>>),
 }
 
-/// Applies an event reported by `processor_id`'s executor, unless the
-/// instance belongs to another processor. The check and the change happen
-/// in one store transaction.
+/// Events reported for one instance, in the order they came.
+pub struct ReportedEvents<'a> {
+    pub instance_id: u64,
+    pub events: &'a [InstanceEvent],
+}
+
+/// Applies the events reported by `processor_id`'s executor, except to
+/// instances that belong to another processor. The checks and the changes
+/// of the whole batch happen in one store transaction, so a batch costs one
+/// commit however many instances it touches. Returns one result per entry
+/// of `batch`, whose instance ids must be distinct.
 pub async fn apply_reported(
     shared: &Shared,
-    instance_id: u64,
     processor_id: Id,
-    event: InstanceEvent,
-) -> Result<Reported, StoreError> {
-    apply_checked(shared, instance_id, Some(processor_id), event).await
+    batch: &[ReportedEvents<'_>],
+) -> Result<Vec<Reported>, StoreError> {
+    apply_checked(shared, Some(processor_id), batch).await
+}
+
+/// What the store transaction saw of one instance.
+#[derive(Clone, Copy)]
+struct Seen {
+    before: InstanceStatus,
+    foreign: bool,
 }
 
 async fn apply_checked(
     shared: &Shared,
-    instance_id: u64,
     processor_id: Option<Id>,
-    event: InstanceEvent,
-) -> Result<Reported, StoreError> {
-    let before = Cell::new(InstanceStatus::Running);
-    let foreign = Cell::new(false);
+    batch: &[ReportedEvents<'_>],
+) -> Result<Vec<Reported>, StoreError> {
     let now = Utc::now();
-    let result = shared.store.update_instance(instance_id, |instance| {
+    let ids: Vec<u64> = batch.iter().map(|entry| entry.instance_id).collect();
+    let results = shared.store.update_instances(&ids, |index, instance| {
+        let before = instance.status;
         if processor_id.is_some_and(|id| instance.executor_processor_id != Some(id)) {
-            foreign.set(true);
-            return Applied::Ignored;
+            let seen = Seen {
+                before,
+                foreign: true,
+            };
+            return (Applied::Ignored, seen);
         }
-        foreign.set(false);
-        before.set(instance.status);
-        apply_event(instance, &event, now)
+        let mut applied = Applied::Ignored;
+        for event in batch[index].events {
+            if apply_event(instance, event, now) == Applied::Changed {
+                applied = Applied::Changed;
+            }
+        }
+        let seen = Seen {
+            before,
+            foreign: false,
+        };
+        (applied, seen)
     })?;
-    let Some((instance, applied)) = result else {
-        return Ok(Reported::UnknownInstance);
-    };
-    if foreign.get() {
-        return Ok(Reported::OtherProcessor);
-    }
-    if applied != Applied::Changed {
-        return Ok(Reported::Applied(None));
-    }
 
-    let before = before.get();
+    let mut reported = Vec::with_capacity(results.len());
+    for result in results {
+        reported.push(match result {
+            None => Reported::UnknownInstance,
+            Some((_, _, seen)) if seen.foreign => Reported::OtherProcessor,
+            Some((_, Applied::Ignored, _)) => Reported::Applied(None),
+            Some((instance, Applied::Changed, seen)) => {
+                announce_change(shared, seen.before, &instance).await;
+                Reported::Applied(Some(Box::new(instance)))
+            }
+        });
+    }
+    Ok(reported)
+}
+
+/// Counts a status change and, when the instance left Running, tells the
+/// actors that track it.
+async fn announce_change(shared: &Shared, before: InstanceStatus, instance: &Instance) {
     if before == InstanceStatus::Running && instance.status.is_ended() {
         shared.metrics.instance_ended(instance.status);
-        announce_end(shared, &instance).await;
+        announce_end(shared, instance).await;
     } else if before != instance.status {
         shared.metrics.instance_status_reached(instance.status);
         tracing::info!(
@@ -90,7 +126,6 @@ async fn apply_checked(
             "instance.outcome_replaced"
         );
     }
-    Ok(Reported::Applied(Some(Box::new(instance))))
 }
 
 /// Tells the scheduler, the processor and the instance's actor that an

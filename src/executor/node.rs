@@ -55,6 +55,10 @@ pub const SHUTTING_DOWN: &str = "executor is shutting down";
 /// grace plus the runner's 2 s pipe drain, with margin. A run still going
 /// after it keeps its record, so the next start kills its group.
 const RUN_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Least time between two outbox flushes. The start of a run and its end
+/// each ask for a flush; with this spacing a short run's two requests, and
+/// those of every other run ending meanwhile, share one flush.
+const FLUSH_SPACING: Duration = Duration::from_millis(5);
 /// How long a shutdown waits for the scheduler to acknowledge the outbox.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Limit on `Endpoint::wait_idle` at shutdown, for a peer that vanished.
@@ -383,7 +387,7 @@ enum Until {
 
 impl Node {
     fn new(settings: ExecutorSettings, outbox: Outbox) -> Result<Node, ExecutorError> {
-        let (flusher, flusher_thread) = Flusher::start_joinable(outbox.db().clone());
+        let (flusher, flusher_thread) = Flusher::start_joinable(outbox.db().clone(), FLUSH_SPACING);
         // Everything in the store at start-up is on disk: leftovers were
         // flushed by `open_and_settle`.
         let last_appended = outbox.last_seq()?;

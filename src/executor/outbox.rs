@@ -6,15 +6,19 @@
 //!   bincode of a [`net::messages::Event`](crate::net::messages::Event).
 //! - `runs`: instance id (u64 big-endian) to a version byte and a [`RunRecord`].
 //! - `meta`: `next_event_seq` to a u64 big-endian, so seqs keep increasing
-//!   across restarts even when the outbox is empty.
+//!   across restarts even when the outbox is empty. It is written once per
+//!   block of [`SEQ_BLOCK`] seqs, ahead of their use: the seqs in between are
+//!   handed out from memory, and a restart starts at the next block, so a
+//!   crash leaves a gap in the seqs but never reuses one.
 //!
 //! Calls block on sled but touch only memory. Nothing here is on disk until
 //! [`Outbox::flush`] or a flush of the node's group flusher.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{TransactionError, Transactional};
 use tracing::error;
 
 use crate::domain::lifecycle::Outcome;
@@ -30,6 +34,8 @@ const MAX_VALUE_LEN: usize = MAX_FRAME_LEN;
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 const NEXT_SEQ_KEY: &[u8] = b"next_event_seq";
 const FIRST_SEQ: u64 = 1;
+/// Seqs reserved by one write of `next_event_seq`.
+pub const SEQ_BLOCK: u64 = 1024;
 
 /// The process of a run in progress, kept so that a restarted executor can
 /// kill what its previous life left running.
@@ -73,6 +79,14 @@ pub struct Outbox {
     events: sled::Tree,
     runs: sled::Tree,
     meta: sled::Tree,
+    seqs: Arc<Mutex<SeqAllocator>>,
+}
+
+/// Hands out event seqs. `next` is the next seq to use; seqs below
+/// `reserved` are covered by the stored `next_event_seq`.
+struct SeqAllocator {
+    next: u64,
+    reserved: u64,
 }
 
 impl Outbox {
@@ -88,10 +102,29 @@ impl Outbox {
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(Some(500))
             .open()?;
+        let events = db.open_tree("outbox")?;
+        let meta = db.open_tree("meta")?;
+        let stored = match meta.get(NEXT_SEQ_KEY)? {
+            Some(bytes) => read_u64(&bytes).ok_or_else(|| OutboxError::Corrupt {
+                tree: "meta",
+                key: 0,
+                message: format!("next_event_seq is {} bytes, not 8", bytes.len()),
+            })?,
+            None => FIRST_SEQ,
+        };
+        let after_last = match events.last()? {
+            Some((key, _)) => read_u64(&key).unwrap_or(0) + 1,
+            None => FIRST_SEQ,
+        };
+        let next = stored.max(after_last);
         Ok(Outbox {
-            events: db.open_tree("outbox")?,
+            events,
             runs: db.open_tree("runs")?,
-            meta: db.open_tree("meta")?,
+            meta,
+            seqs: Arc::new(Mutex::new(SeqAllocator {
+                next,
+                reserved: next,
+            })),
             db,
         })
     }
@@ -110,36 +143,40 @@ impl Outbox {
     /// also removes the instance's run record in the same transaction, so a
     /// restart never reports a run twice.
     pub fn append(&self, instance_id: u64, kind: EventKind) -> Result<Event, OutboxError> {
-        let finished = matches!(kind, EventKind::Finished(_));
-        let result = (&self.events, &self.runs, &self.meta).transaction(|(events, runs, meta)| {
-            let seq = match meta.get(NEXT_SEQ_KEY)? {
-                Some(bytes) => read_u64(&bytes).ok_or_else(|| {
-                    ConflictableTransactionError::Abort(OutboxError::Corrupt {
-                        tree: "meta",
-                        key: 0,
-                        message: format!("next_event_seq is {} bytes, not 8", bytes.len()),
-                    })
-                })?,
-                None => FIRST_SEQ,
-            };
-            let event = Event {
-                seq,
-                instance_id,
-                kind: kind.clone(),
-            };
-            let value =
-                encode("outbox", seq, &event).map_err(ConflictableTransactionError::Abort)?;
-            meta.insert(NEXT_SEQ_KEY, &(seq + 1).to_be_bytes())?;
-            events.insert(&seq.to_be_bytes(), value)?;
-            if finished {
-                runs.remove(&instance_id.to_be_bytes())?;
-            }
-            Ok(event)
-        });
-        result.map_err(|error| match error {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => OutboxError::Io(error),
-        })
+        let mut seqs = self
+            .seqs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seq = seqs.next;
+        if seq >= seqs.reserved {
+            // Stored before the event that uses it, so the reservation is on
+            // disk whenever the event is.
+            let reserved = seq + SEQ_BLOCK;
+            self.meta.insert(NEXT_SEQ_KEY, &reserved.to_be_bytes())?;
+            seqs.reserved = reserved;
+        }
+        let event = Event {
+            seq,
+            instance_id,
+            kind,
+        };
+        let value = encode("outbox", seq, &event)?;
+        if matches!(event.kind, EventKind::Finished(_)) {
+            let key = instance_id.to_be_bytes();
+            let result = (&self.events, &self.runs).transaction(|(events, runs)| {
+                events.insert(&seq.to_be_bytes(), value.as_slice())?;
+                runs.remove(&key)?;
+                Ok(())
+            });
+            result.map_err(|error: TransactionError<OutboxError>| match error {
+                TransactionError::Abort(error) => error,
+                TransactionError::Storage(error) => OutboxError::Io(error),
+            })?;
+        } else {
+            self.events.insert(seq.to_be_bytes(), value)?;
+        }
+        seqs.next = seq + 1;
+        Ok(event)
     }
 
     /// Stores a `Finished` event for `outcome`; see [`Outbox::append`].
@@ -303,7 +340,24 @@ mod tests {
         let reopened = Outbox::open(dir.path()).unwrap();
         assert!(reopened.is_empty());
         let third = reopened.append(8, started()).unwrap();
-        assert_eq!(third.seq, FIRST_SEQ + 2);
+        assert!(third.seq > second.seq, "{} after {}", third.seq, second.seq);
+    }
+
+    #[test]
+    fn seqs_stay_above_unacknowledged_events_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let mut last = 0;
+        for _ in 0..SEQ_BLOCK + 3 {
+            last = outbox.append(7, started()).unwrap().seq;
+        }
+        outbox.flush().unwrap();
+        drop(outbox);
+
+        let reopened = Outbox::open(dir.path()).unwrap();
+        assert_eq!(reopened.last_seq().unwrap(), last);
+        let next = reopened.append(8, started()).unwrap();
+        assert!(next.seq > last, "{} after {last}", next.seq);
     }
 
     #[test]

@@ -116,6 +116,15 @@ impl FrameReader {
         self.take_frame().map(Some)
     }
 
+    /// Returns the next message if its whole frame is already buffered, and
+    /// `None` without waiting otherwise.
+    pub fn next_buffered(&mut self) -> Result<Option<Message>, LinkError> {
+        match self.buffered_frame_len()? {
+            Some(len) if self.end - self.start >= len => self.take_frame().map(Some),
+            _ => Ok(None),
+        }
+    }
+
     /// Returns the length, prefix included, of the frame that starts the
     /// buffer, once its prefix is in, after checking it against the limit.
     fn buffered_frame_len(&self) -> Result<Option<usize>, LinkError> {

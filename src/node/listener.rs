@@ -1,6 +1,7 @@
 //! The scheduler's QUIC listener: the join of an executor, then the
 //! messages of its session.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use crate::actors::Shared;
 use crate::actors::processor::{
     AttachSession, DetachSession, HeartbeatReceived, ProcessorActor, RunAnswered, Session,
 };
-use crate::actors::transitions::{self, Reported};
+use crate::actors::transitions::{self, Reported, ReportedEvents};
 use crate::domain::entities::{Id, InstanceStatus};
 use crate::domain::lifecycle::InstanceEvent;
 use crate::domain::output::cut_marker;
@@ -402,33 +403,81 @@ async fn acknowledge_events(
     }
 }
 
+/// Messages taken from a session's buffer at a time, so that the events
+/// among them share one store transaction.
+const READ_BATCH: usize = 256;
+
 async fn read_session(
     context: &SessionContext,
     reader: &mut FrameReader,
     connection: &quinn::Connection,
 ) {
+    let mut messages = Vec::with_capacity(READ_BATCH);
     loop {
-        let message = match reader.next().await {
-            Ok(Some(message)) => message,
+        let mut failure = match reader.next().await {
+            Ok(Some(message)) => {
+                messages.push(message);
+                None
+            }
             Ok(None) => return,
-            Err(LinkError::Authentication(failure)) => {
-                reject_auth_failure(context, connection, failure);
-                return;
-            }
-            Err(error) if error.is_protocol_violation() => {
-                reject_frame(&context.shared, connection, &error.to_string());
-                return;
-            }
-            Err(error) => {
-                tracing::debug!(%error, "session ended");
-                return;
-            }
+            Err(error) => Some(error),
         };
-        if let Err(reason) = handle_message(context, message).await {
+        while failure.is_none() && messages.len() < READ_BATCH {
+            match reader.next_buffered() {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => break,
+                Err(error) => failure = Some(error),
+            }
+        }
+        // The messages before a bad frame were valid, so they are handled
+        // before the session ends.
+        if let Err(reason) = handle_messages(context, &mut messages).await {
             reject_frame(&context.shared, connection, &reason);
             return;
         }
+        match failure {
+            None => {}
+            Some(LinkError::Authentication(failure)) => {
+                reject_auth_failure(context, connection, failure);
+                return;
+            }
+            Some(error) if error.is_protocol_violation() => {
+                reject_frame(&context.shared, connection, &error.to_string());
+                return;
+            }
+            Some(error) => {
+                tracing::debug!(%error, "session ended");
+                return;
+            }
+        }
     }
+}
+
+/// Handles `messages` in order and empties it. Runs of start and end events
+/// are applied as one batch.
+async fn handle_messages(
+    context: &SessionContext,
+    messages: &mut Vec<Message>,
+) -> Result<(), String> {
+    let mut changes = Vec::new();
+    for message in messages.drain(..) {
+        match message {
+            Message::Event(event)
+                if matches!(
+                    event.kind,
+                    EventKind::Started { .. } | EventKind::Finished(_)
+                ) =>
+            {
+                changes.push(event);
+            }
+            other => {
+                apply_changes(context, &mut changes).await;
+                handle_message(context, other).await?;
+            }
+        }
+    }
+    apply_changes(context, &mut changes).await;
+    Ok(())
 }
 
 async fn handle_message(context: &SessionContext, message: Message) -> Result<(), String> {
@@ -463,22 +512,14 @@ async fn handle_message(context: &SessionContext, message: Message) -> Result<()
             let _ = context.actor.tell(answer).await;
         }
         Message::Event(event) => {
+            // Output events; start and end events go through `apply_changes`.
             let seq = event.seq;
-            let durable = match apply_event(&context.shared, context.processor_id, event).await {
-                Ok(durable) => durable,
-                Err(error) => {
-                    // Not acknowledged: the executor sends it again on its next connection.
-                    tracing::error!(%error, event.seq = seq, "failed to apply an executor event");
-                    return Ok(());
-                }
-            };
-            let ack = PendingAck {
-                event_seq: seq,
-                after_flush: durable,
-            };
-            if context.acks.send(ack).await.is_err() {
-                tracing::debug!(event.seq = seq, "session acknowledger stopped");
+            if let Err(error) = apply_output(&context.shared, context.processor_id, event) {
+                // Not acknowledged: the executor sends it again on its next connection.
+                tracing::error!(%error, event.seq = seq, "failed to apply an executor event");
+                return Ok(());
             }
+            acknowledge(context, seq, false).await;
         }
         other => {
             return Err(format!(
@@ -490,42 +531,82 @@ async fn handle_message(context: &SessionContext, message: Message) -> Result<()
     Ok(())
 }
 
-/// Applies an executor's event. Returns whether its acknowledgement must
-/// wait for a flush (outcomes do; output chunks ride on the next flush).
-async fn apply_event(
-    shared: &Arc<Shared>,
-    processor_id: Id,
-    event: Event,
-) -> Result<bool, StoreError> {
-    let instance_id = event.instance_id;
-    let (change, after_flush) = match event.kind {
-        EventKind::Started { at, .. } => (InstanceEvent::Started { at }, false),
-        EventKind::Finished(outcome) => (InstanceEvent::Ended(outcome), true),
-        output => {
-            apply_output(shared, processor_id, instance_id, output)?;
-            return Ok(false);
-        }
+/// Queues the acknowledgement of an applied event. `after_flush` delays it
+/// back until the event is on disk.
+async fn acknowledge(context: &SessionContext, event_seq: u64, after_flush: bool) {
+    let ack = PendingAck {
+        event_seq,
+        after_flush,
     };
-    // The owner check runs inside the store transaction of the change, so
-    // the instance is read and decoded once per event.
-    match transitions::apply_reported(shared, instance_id, processor_id, change).await? {
-        Reported::UnknownInstance => warn_unknown_instance(instance_id),
-        Reported::OtherProcessor => warn_other_processor(instance_id, processor_id),
-        Reported::Applied(_) => {
-            shared.metrics.events_applied.fetch_add(1, Relaxed);
-            return Ok(after_flush);
+    if context.acks.send(ack).await.is_err() {
+        tracing::debug!(event.seq = event_seq, "session acknowledger stopped");
+    }
+}
+
+/// Applies start and end events in one store transaction and empties
+/// `events`. End events are acknowledged only once on disk, start events
+/// with the next flush.
+async fn apply_changes(context: &SessionContext, events: &mut Vec<Event>) {
+    if events.is_empty() {
+        return;
+    }
+    let mut positions: HashMap<u64, usize> = HashMap::new();
+    let mut grouped: Vec<(u64, Vec<InstanceEvent>)> = Vec::new();
+    for event in events.iter() {
+        let change = match &event.kind {
+            EventKind::Started { at, .. } => InstanceEvent::Started { at: *at },
+            EventKind::Finished(outcome) => InstanceEvent::Ended(outcome.clone()),
+            _ => continue,
+        };
+        let position = *positions.entry(event.instance_id).or_insert_with(|| {
+            grouped.push((event.instance_id, Vec::new()));
+            grouped.len() - 1
+        });
+        grouped[position].1.push(change);
+    }
+    let batch: Vec<ReportedEvents<'_>> = grouped
+        .iter()
+        .map(|(instance_id, changes)| ReportedEvents {
+            instance_id: *instance_id,
+            events: changes,
+        })
+        .collect();
+    let shared = &context.shared;
+    match transitions::apply_reported(shared, context.processor_id, &batch).await {
+        Ok(results) => {
+            for ((instance_id, changes), result) in grouped.iter().zip(results) {
+                match result {
+                    Reported::UnknownInstance => warn_unknown_instance(*instance_id),
+                    Reported::OtherProcessor => {
+                        warn_other_processor(*instance_id, context.processor_id);
+                    }
+                    Reported::Applied(_) => {
+                        shared
+                            .metrics
+                            .events_applied
+                            .fetch_add(changes.len() as u64, Relaxed);
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            // Not acknowledged: the executor sends them again on its next connection.
+            tracing::error!(%error, events = events.len(), "failed to apply executor events");
+            events.clear();
+            return;
         }
     }
-    Ok(false)
+    for event in events.drain(..) {
+        let after_flush = matches!(event.kind, EventKind::Finished(_));
+        acknowledge(context, event.seq, after_flush).await;
+    }
 }
 
 /// Stores an `Output` or `Tail` event of an instance that is still open.
-fn apply_output(
-    shared: &Shared,
-    processor_id: Id,
-    instance_id: u64,
-    kind: EventKind,
-) -> Result<(), StoreError> {
+fn apply_output(shared: &Shared, processor_id: Id, event: Event) -> Result<(), StoreError> {
+    let Event {
+        instance_id, kind, ..
+    } = event;
     let Some(instance) = shared.store.instance(instance_id)? else {
         warn_unknown_instance(instance_id);
         return Ok(());

@@ -20,11 +20,18 @@ impl Flusher {
     /// every clone of the `Flusher` is dropped, and only then drops its
     /// `sled::Db`, so a caller that must release the store's file lock (to
     /// reopen the directory in the same process) joins it.
-    pub fn start_joinable(db: sled::Db) -> (Flusher, std::thread::JoinHandle<()>) {
+    ///
+    /// `spacing` is the least time from the start of one flush to the start
+    /// of the next: callers that come sooner wait and share the next flush.
+    /// Zero flushes a lone caller at once.
+    pub fn start_joinable(
+        db: sled::Db,
+        spacing: Duration,
+    ) -> (Flusher, std::thread::JoinHandle<()>) {
         let (requests, incoming) = std_mpsc::channel::<Waiter>();
         let thread = std::thread::Builder::new()
             .name("delicate-flusher".into())
-            .spawn(move || run(db, incoming))
+            .spawn(move || run(db, spacing, incoming))
             .expect("spawning the flusher thread");
         (Flusher { requests }, thread)
     }
@@ -47,10 +54,14 @@ impl Flusher {
 /// caller than one flush per caller.
 const LINGER: Duration = Duration::from_micros(500);
 
-fn run(db: sled::Db, incoming: std_mpsc::Receiver<Waiter>) {
+fn run(db: sled::Db, spacing: Duration, incoming: std_mpsc::Receiver<Waiter>) {
     let mut concurrent = false;
+    let mut last_start: Option<Instant> = None;
     while let Ok(first) = incoming.recv() {
         let mut waiters = vec![first];
+        if let Some(last) = last_start {
+            collect_until(&incoming, &mut waiters, last + spacing);
+        }
         waiters.extend(incoming.try_iter());
         // A lone caller is flushed at once unless the previous flush served
         // several callers, so a single writer waits for the linger at most
@@ -59,6 +70,7 @@ fn run(db: sled::Db, incoming: std_mpsc::Receiver<Waiter>) {
             collect_until(&incoming, &mut waiters, Instant::now() + LINGER);
         }
         concurrent = waiters.len() > 1;
+        last_start = Some(Instant::now());
         let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
         if let Err(error) = &result {
             tracing::error!(%error, waiters = waiters.len(), "storage flush failed");

@@ -106,6 +106,10 @@ fn output_prefix(instance_id: u64, stream: Stream) -> [u8; 9] {
     key
 }
 
+/// An instance after a change, whether the change altered it, and the
+/// value the change passed back.
+pub type Updated<R> = (Instance, Applied, R);
+
 impl Store {
     /// Stores a fire's instances atomically. Returns false, storing nothing,
     /// when the slot already has an instance for one of the processors.
@@ -211,24 +215,48 @@ impl Store {
         id: u64,
         change: impl Fn(&mut Instance) -> Applied,
     ) -> Result<Option<(Instance, Applied)>, StoreError> {
+        let mut results = self.update_instances(&[id], |_, instance| (change(instance), ()))?;
+        Ok(results
+            .pop()
+            .flatten()
+            .map(|(instance, applied, ())| (instance, applied)))
+    }
+
+    /// Applies `change` to each of the stored instances `ids` in one
+    /// transaction with the running index. `change` gets the position of the
+    /// id in `ids`, and returns whether it changed the instance and a value
+    /// passed back with it. Returns, per id, the instance after the change,
+    /// or `None` if it does not exist. The ids must be distinct.
+    pub fn update_instances<R>(
+        &self,
+        ids: &[u64],
+        change: impl Fn(usize, &mut Instance) -> (Applied, R),
+    ) -> Result<Vec<Option<Updated<R>>>, StoreError> {
         let result =
             (&self.trees.instances, &self.trees.running).transaction(|(instances, running)| {
-                let Some(bytes) = instances.get(id_key(id))? else {
-                    return Ok(None);
-                };
-                let mut instance: Instance = decode("instances", &id_key(id), &bytes)
-                    .map_err(ConflictableTransactionError::Abort)?;
-                let applied = change(&mut instance);
-                if applied == Applied::Changed {
-                    instances.insert(&id_key(id), encode(&instance))?;
-                    let key = pair_key(instance.task_id, id);
-                    if instance.status == InstanceStatus::Running {
-                        running.insert(&key, &[])?;
-                    } else {
-                        running.remove(&key)?;
+                // The closure runs again when sled retries the transaction,
+                // so it starts from the stored values each time.
+                let mut results = Vec::with_capacity(ids.len());
+                for (index, &id) in ids.iter().enumerate() {
+                    let Some(bytes) = instances.get(id_key(id))? else {
+                        results.push(None);
+                        continue;
+                    };
+                    let mut instance: Instance = decode("instances", &id_key(id), &bytes)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    let (applied, value) = change(index, &mut instance);
+                    if applied == Applied::Changed {
+                        instances.insert(&id_key(id), encode(&instance))?;
+                        let key = pair_key(instance.task_id, id);
+                        if instance.status == InstanceStatus::Running {
+                            running.insert(&key, &[])?;
+                        } else {
+                            running.remove(&key)?;
+                        }
                     }
+                    results.push(Some((instance, applied, value)));
                 }
-                Ok(Some((instance, applied)))
+                Ok(results)
             });
         result.map_err(|e| match e {
             TransactionError::Abort(error) => error,

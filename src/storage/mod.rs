@@ -14,6 +14,7 @@ mod sessions;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 pub use entities::{Entity, EntityKind, TaskScan};
 pub use instances::{FireRecord, InstanceFilter, InstancePage, TaskState};
@@ -118,7 +119,7 @@ impl Store {
             sessions: tree("sessions")?,
         };
         check_schema(&trees.meta)?;
-        let (flusher, thread) = flusher::Flusher::start_joinable(db.clone());
+        let (flusher, thread) = flusher::Flusher::start_joinable(db.clone(), Duration::ZERO);
         let flusher_thread = Arc::new(Mutex::new(Some(thread)));
         Ok(Store {
             db,
