@@ -241,8 +241,14 @@ impl ExecutorHandle {
 fn open_and_settle(data_dir: &std::path::Path) -> Result<(Outbox, Vec<u64>), ExecutorError> {
     let outbox = Outbox::open(data_dir)?;
     let leftovers = outbox.run_records()?;
+    let finished = outbox.finished_instances()?;
     for (instance_id, record) in &leftovers {
-        settle_leftover(&outbox, *instance_id, *record)?;
+        if finished.contains(instance_id) {
+            // A crash came between storing the run's end and removing its record.
+            outbox.remove_run(*instance_id)?;
+        } else {
+            settle_leftover(&outbox, *instance_id, *record)?;
+        }
     }
     if !leftovers.is_empty() {
         outbox.flush()?;
@@ -926,6 +932,38 @@ mod tests {
     fn requested_kill_stays_killed() {
         let outcome = final_outcome(killed(), Some(KillCause::Requested));
         assert_eq!(outcome.end, RunEnd::Killed);
+    }
+
+    #[test]
+    fn settle_skips_run_whose_end_is_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let record = RunRecord {
+            pgid: None,
+            start_time: None,
+        };
+        outbox.append_finished(7, killed()).unwrap();
+        // What a crash between storing the end and removing the record leaves.
+        outbox.record_run(7, record).unwrap();
+        outbox.record_run(8, record).unwrap();
+        outbox.flush().unwrap();
+        drop(outbox);
+
+        let (outbox, settled) = open_and_settle(dir.path()).unwrap();
+        assert_eq!(settled, [7, 8]);
+        assert!(outbox.run_records().unwrap().is_empty());
+        let ends: Vec<(u64, RunEnd)> = outbox
+            .pending()
+            .unwrap()
+            .into_iter()
+            .filter_map(|event| match event.kind {
+                crate::net::messages::EventKind::Finished(outcome) => {
+                    Some((event.instance_id, outcome.end))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ends, [(7, RunEnd::Killed), (8, RunEnd::Interrupted)]);
     }
 
     #[test]

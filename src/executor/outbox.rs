@@ -7,8 +7,8 @@
 //! - `runs`: instance id (u64 big-endian) to a version byte and a [`RunRecord`].
 //! - `meta`: `next_event_seq` to a u64 big-endian, so seqs keep increasing
 //!   across restarts even when the outbox is empty. It is written once per
-//!   block of [`SEQ_BLOCK`] seqs, ahead of their use: the seqs in between are
-//!   handed out from memory, and a restart starts at the next block, so a
+//!   block of [`SEQ_BLOCK`] seqs, before their use, and the seqs in between
+//!   are handed out from memory. A restart starts at the next block, so a
 //!   crash leaves a gap in the seqs but never reuses one.
 //!
 //! Calls block on sled but touch only memory. Nothing here is on disk until
@@ -18,7 +18,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use sled::transaction::{TransactionError, Transactional};
 use tracing::error;
 
 use crate::domain::lifecycle::Outcome;
@@ -140,8 +139,9 @@ impl Outbox {
     }
 
     /// Stores an event under the next seq and returns it. A `Finished` event
-    /// also removes the instance's run record in the same transaction, so a
-    /// restart never reports a run twice.
+    /// also removes the instance's run record, after the event is stored. No
+    /// sled transaction is used, because each one costs two synced log
+    /// writes, and sled recovers a prefix of its log.
     pub fn append(&self, instance_id: u64, kind: EventKind) -> Result<Event, OutboxError> {
         let mut seqs = self
             .seqs
@@ -161,19 +161,11 @@ impl Outbox {
             kind,
         };
         let value = encode("outbox", seq, &event)?;
+        self.events.insert(seq.to_be_bytes(), value)?;
         if matches!(event.kind, EventKind::Finished(_)) {
-            let key = instance_id.to_be_bytes();
-            let result = (&self.events, &self.runs).transaction(|(events, runs)| {
-                events.insert(&seq.to_be_bytes(), value.as_slice())?;
-                runs.remove(&key)?;
-                Ok(())
-            });
-            result.map_err(|error: TransactionError<OutboxError>| match error {
-                TransactionError::Abort(error) => error,
-                TransactionError::Storage(error) => OutboxError::Io(error),
-            })?;
-        } else {
-            self.events.insert(seq.to_be_bytes(), value)?;
+            // After the event, so a crash between the two leaves a record
+            // whose end is stored, which `open_and_settle` drops.
+            self.runs.remove(instance_id.to_be_bytes())?;
         }
         seqs.next = seq + 1;
         Ok(event)
@@ -241,6 +233,22 @@ impl Outbox {
 
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
+    }
+
+    /// Returns the instances with a stored `Finished` event.
+    pub fn finished_instances(&self) -> Result<std::collections::HashSet<u64>, OutboxError> {
+        Ok(self
+            .pending()?
+            .into_iter()
+            .filter(|event| matches!(event.kind, EventKind::Finished(_)))
+            .map(|event| event.instance_id)
+            .collect())
+    }
+
+    /// Removes the run record of an instance.
+    pub fn remove_run(&self, instance_id: u64) -> Result<(), OutboxError> {
+        self.runs.remove(instance_id.to_be_bytes())?;
+        Ok(())
     }
 
     /// Records (or replaces) the process of a run in progress.

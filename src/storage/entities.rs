@@ -1,6 +1,14 @@
 //! Create, read, update and delete for groups, processors, binds and tasks,
 //! with unique names (and machine ids, and one bind per group and processor)
-//! kept in one index tree inside the same transaction as the record.
+//! kept in one index tree.
+//!
+//! Every write of a record takes the store's entity lock, so the unique
+//! index and the id counters change one caller at a time. A create makes
+//! plain writes in place of a sled transaction, because each transaction
+//! costs two synced log writes and creates come in bulk. The index entries
+//! go first and the record last. sled recovers a prefix of its log, so a
+//! crash can leave an index entry without its record (treated as free) but
+//! never a record without its entries.
 
 use serde::{Serialize, de::DeserializeOwned};
 use sled::Transactional;
@@ -173,16 +181,19 @@ fn conflict(kind: EntityKind, key: &UniqueKey) -> StoreError {
     }
 }
 
-/// Claims the unique keys of `record` for `id`, failing on a key held by another id.
+/// Claims the unique keys of `record` for `id`, failing on a key held by
+/// another record of `records`.
 fn claim_keys(
+    records: &TransactionalTree,
     unique: &TransactionalTree,
     keys: &[UniqueKey],
     id: Id,
     kind: EntityKind,
 ) -> TxResult<()> {
     for key in keys {
-        if let Some(owner) = unique.get(&key.key)?
-            && read_u64(&owner) != Some(id)
+        if let Some(owner) = unique.get(&key.key)?.and_then(|bytes| read_u64(&bytes))
+            && owner != id
+            && records.get(id_key(owner))?.is_some()
         {
             return abort(conflict(kind, key));
         }
@@ -194,22 +205,31 @@ fn claim_keys(
 impl Store {
     /// Stores a new record under the next id of its kind and returns it.
     pub fn create<E: Entity>(&self, mut record: E) -> Result<E, StoreError> {
-        let tree = E::tree(self);
+        let _writing = self.lock_entities();
+        let records = E::tree(self);
+        let keys = record.unique_keys();
+        for key in &keys {
+            if let Some(owner) = self.trees.unique.get(&key.key)?.and_then(|b| read_u64(&b))
+                && records.get(id_key(owner))?.is_some()
+            {
+                return Err(conflict(E::KIND, key));
+            }
+        }
         let counter = format!("next_id/{}", E::KIND.name());
-        let result =
-            (tree, &self.trees.unique, &self.trees.meta).transaction(|(records, unique, meta)| {
-                let id = meta
-                    .get(counter.as_bytes())?
-                    .and_then(|bytes| read_u64(&bytes))
-                    .unwrap_or(1);
-                meta.insert(counter.as_bytes(), &id_key(id + 1))?;
-                let mut stored = record.clone();
-                stored.set_id(id);
-                claim_keys(unique, &stored.unique_keys(), id, E::KIND)?;
-                records.insert(&id_key(id), encode(&stored))?;
-                Ok(stored)
-            });
-        record = unwrap_tx(result)?;
+        let id = self
+            .trees
+            .meta
+            .get(counter.as_bytes())?
+            .and_then(|bytes| read_u64(&bytes))
+            .unwrap_or(1);
+        self.trees
+            .meta
+            .insert(counter.as_bytes(), &id_key(id + 1))?;
+        record.set_id(id);
+        for key in &keys {
+            self.trees.unique.insert(key.key.as_slice(), &id_key(id))?;
+        }
+        records.insert(id_key(id), encode(&record))?;
         Ok(record)
     }
 
@@ -217,6 +237,7 @@ impl Store {
     /// returns them; for bulk loads. Nothing is stored when one of them
     /// clashes with a unique key.
     pub fn create_many<E: Entity>(&self, records: &[E]) -> Result<Vec<E>, StoreError> {
+        let _writing = self.lock_entities();
         let tree = E::tree(self);
         let counter = format!("next_id/{}", E::KIND.name());
         let result = (tree, &self.trees.unique, &self.trees.meta).transaction(
@@ -230,7 +251,7 @@ impl Store {
                     let id = first + offset as u64;
                     let mut record = record.clone();
                     record.set_id(id);
-                    claim_keys(unique, &record.unique_keys(), id, E::KIND)?;
+                    claim_keys(stored_records, unique, &record.unique_keys(), id, E::KIND)?;
                     stored_records.insert(&id_key(id), encode(&record))?;
                     stored.push(record);
                 }
@@ -272,9 +293,16 @@ impl Store {
             .get(key)?
             .and_then(|bytes| read_u64(&bytes))
         {
+            // None also for an index entry that a crash left without its record.
             Some(id) => self.get(id),
             None => Ok(None),
         }
+    }
+
+    fn lock_entities(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.entity_writes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Every record of a kind, in id order.
@@ -290,6 +318,7 @@ impl Store {
 
     /// Replaces a record, moving its unique keys.
     pub fn update<E: Entity>(&self, record: &E) -> Result<(), StoreError> {
+        let _writing = self.lock_entities();
         let id = record.id();
         let result = (E::tree(self), &self.trees.unique).transaction(|(records, unique)| {
             let Some(bytes) = records.get(id_key(id))? else {
@@ -303,7 +332,7 @@ impl Store {
             for key in old.unique_keys() {
                 unique.remove(key.key)?;
             }
-            claim_keys(unique, &record.unique_keys(), id, E::KIND)?;
+            claim_keys(records, unique, &record.unique_keys(), id, E::KIND)?;
             records.insert(&id_key(id), encode(record))?;
             Ok(())
         });
@@ -312,6 +341,7 @@ impl Store {
 
     /// Deletes a record and frees its unique keys; returns the deleted record.
     pub fn delete<E: Entity>(&self, id: Id) -> Result<E, StoreError> {
+        let _writing = self.lock_entities();
         let result = (E::tree(self), &self.trees.unique).transaction(|(records, unique)| {
             let Some(bytes) = records.remove(&id_key(id))? else {
                 return abort(StoreError::NotFound {
@@ -406,5 +436,56 @@ fn tree_name<E: Entity>() -> &'static str {
         EntityKind::Processor => "processors",
         EntityKind::Bind => "binds",
         EntityKind::Task => "tasks",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::storage::DEFAULT_CACHE_BYTES;
+
+    fn task(name: &str) -> Task {
+        Task::enabled(
+            name.into(),
+            "true",
+            "0 0 * * * *".into(),
+            "UTC",
+            vec![1],
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn create_rejects_taken_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let first = store.create(task("nightly")).unwrap();
+        let error = store.create(task("nightly")).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Conflict { field, .. } if field == "name"),
+            "{error}"
+        );
+        assert_eq!(store.count::<Task>(), 1);
+        assert_eq!(first.id, 1);
+    }
+
+    #[test]
+    fn create_takes_name_left_without_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let first = store.create(task("nightly")).unwrap();
+        // What a crash between the index entry and the record leaves.
+        store.trees.tasks.remove(id_key(first.id)).unwrap();
+
+        let second = store.create(task("nightly")).unwrap();
+        assert_eq!(second.id, 2);
+        let found = store.find_by_name::<Task>("nightly").unwrap().unwrap();
+        assert_eq!(found.id, 2);
+        let mut renamed = second.clone();
+        renamed.name = "hourly".into();
+        store.update(&renamed).unwrap();
+        assert!(store.find_by_name::<Task>("nightly").unwrap().is_none());
     }
 }

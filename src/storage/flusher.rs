@@ -52,7 +52,7 @@ impl Flusher {
 /// buffer (a `pwrite` and a `sync_file_range` on a sled I/O thread), so under
 /// concurrent load fewer, larger flushes cost less CPU and disk time per
 /// caller than one flush per caller.
-const LINGER: Duration = Duration::from_micros(500);
+const LINGER: Duration = Duration::from_micros(2000);
 
 fn run(db: sled::Db, spacing: Duration, incoming: std_mpsc::Receiver<Waiter>) {
     let mut concurrent = false;

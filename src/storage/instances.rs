@@ -222,46 +222,44 @@ impl Store {
             .map(|(instance, applied, ())| (instance, applied)))
     }
 
-    /// Applies `change` to each of the stored instances `ids` in one
-    /// transaction with the running index. `change` gets the position of the
-    /// id in `ids`, and returns whether it changed the instance and a value
-    /// passed back with it. Returns, per id, the instance after the change,
-    /// or `None` if it does not exist. The ids must be distinct.
+    /// Applies `change` to each of the stored instances `ids`. `change`
+    /// gets the position of the id in `ids`, and returns whether it changed
+    /// the instance and a value passed back with it. Returns, per id, the
+    /// instance after the change, or `None` if it does not exist.
+    ///
+    /// Each instance is read, changed and written under its lock stripe, so
+    /// two updates of one instance never interleave. No sled transaction is
+    /// used, because each one costs two synced log writes. The instance is
+    /// written before its running index entry, and sled recovers a prefix of
+    /// its log, so a crash can leave an index entry of an
+    /// instance that already ended (which [`Store::running_instances`] skips)
+    /// but never a Running instance missing from the index.
     pub fn update_instances<R>(
         &self,
         ids: &[u64],
         change: impl Fn(usize, &mut Instance) -> (Applied, R),
     ) -> Result<Vec<Option<Updated<R>>>, StoreError> {
-        let result =
-            (&self.trees.instances, &self.trees.running).transaction(|(instances, running)| {
-                // The closure runs again when sled retries the transaction,
-                // so it starts from the stored values each time.
-                let mut results = Vec::with_capacity(ids.len());
-                for (index, &id) in ids.iter().enumerate() {
-                    let Some(bytes) = instances.get(id_key(id))? else {
-                        results.push(None);
-                        continue;
-                    };
-                    let mut instance: Instance = decode("instances", &id_key(id), &bytes)
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    let (applied, value) = change(index, &mut instance);
-                    if applied == Applied::Changed {
-                        instances.insert(&id_key(id), encode(&instance))?;
-                        let key = pair_key(instance.task_id, id);
-                        if instance.status == InstanceStatus::Running {
-                            running.insert(&key, &[])?;
-                        } else {
-                            running.remove(&key)?;
-                        }
-                    }
-                    results.push(Some((instance, applied, value)));
+        let _locked = self.instance_locks.lock_all(ids);
+        let mut results = Vec::with_capacity(ids.len());
+        for (index, &id) in ids.iter().enumerate() {
+            let Some(bytes) = self.trees.instances.get(id_key(id))? else {
+                results.push(None);
+                continue;
+            };
+            let mut instance: Instance = decode("instances", &id_key(id), &bytes)?;
+            let (applied, value) = change(index, &mut instance);
+            if applied == Applied::Changed {
+                self.trees.instances.insert(id_key(id), encode(&instance))?;
+                let key = pair_key(instance.task_id, id);
+                if instance.status == InstanceStatus::Running {
+                    self.trees.running.insert(key, &[])?;
+                } else {
+                    self.trees.running.remove(key)?;
                 }
-                Ok(results)
-            });
-        result.map_err(|e| match e {
-            TransactionError::Abort(error) => error,
-            TransactionError::Storage(error) => StoreError::Io(error),
-        })
+            }
+            results.push(Some((instance, applied, value)));
+        }
+        Ok(results)
     }
 
     /// Every Running instance.
@@ -270,8 +268,14 @@ impl Store {
         for entry in self.trees.running.iter() {
             let (key, _) = entry?;
             let id = read_u64(&key[8..]).unwrap_or_default();
-            if let Some(instance) = self.instance(id)? {
-                found.push(instance);
+            match self.instance(id)? {
+                Some(instance) if instance.status == InstanceStatus::Running => {
+                    found.push(instance);
+                }
+                // An entry left by a crash between an end and its index update.
+                Some(_) | None => {
+                    self.trees.running.remove(&key)?;
+                }
             }
         }
         Ok(found)
@@ -449,8 +453,15 @@ impl Store {
     pub fn purge_instances_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let high = snowflake::first_id_at(cutoff.timestamp_millis());
         let mut purged = 0;
-        for entry in self.trees.instances.range(..id_key(high)) {
-            let (key, bytes) = entry?;
+        for entry in self.trees.instances.range(..id_key(high)).keys() {
+            let key = entry?;
+            let id = read_u64(&key).unwrap_or_default();
+            // Read again under the lock, so an update cannot bring back an
+            // instance removed here.
+            let _locked = self.instance_locks.lock_all(&[id]);
+            let Some(bytes) = self.trees.instances.get(&key)? else {
+                continue;
+            };
             let instance: Instance = decode("instances", &key, &bytes)?;
             if instance.status == InstanceStatus::Running {
                 continue;
@@ -580,6 +591,72 @@ mod tests {
             .map(|i| i.id)
             .collect();
         assert_eq!(running, [10, 12]);
+    }
+
+    #[test]
+    fn running_index_of_ended_instance_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let fires = [instance(30, 3, 1), instance(31, 3, 1)];
+        let fire_state = state(0);
+        store
+            .record_fires(&[fire(3, &fires, &fire_state, true)])
+            .unwrap();
+        // What a crash between an instance's end and its index update leaves.
+        let mut ended = instance(30, 3, 1);
+        ended.status = InstanceStatus::AbnormalEnding;
+        store
+            .trees
+            .instances
+            .insert(id_key(30), encode(&ended))
+            .unwrap();
+
+        let running: Vec<u64> = store
+            .running_instances()
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(running, [31]);
+        assert!(!store.trees.running.contains_key(pair_key(3, 30)).unwrap());
+    }
+
+    #[test]
+    fn update_instances_applies_each_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let fires = [instance(40, 4, 1), instance(41, 4, 1)];
+        let fire_state = state(0);
+        store
+            .record_fires(&[fire(4, &fires, &fire_state, true)])
+            .unwrap();
+
+        let results = store
+            .update_instances(&[41, 99, 40], |index, instance| {
+                if index == 0 {
+                    instance.status = InstanceStatus::Finished;
+                    (Applied::Changed, index)
+                } else {
+                    (Applied::Ignored, index)
+                }
+            })
+            .unwrap();
+        assert!(results[1].is_none());
+        let (first, applied, index) = results[0].as_ref().unwrap();
+        assert_eq!((first.id, *applied, *index), (41, Applied::Changed, 0));
+        let (last, applied, index) = results[2].as_ref().unwrap();
+        assert_eq!((last.id, *applied, *index), (40, Applied::Ignored, 2));
+        assert_eq!(
+            store.instance(41).unwrap().unwrap().status,
+            InstanceStatus::Finished
+        );
+        let running: Vec<u64> = store
+            .running_instances()
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(running, [40]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod codec;
 mod entities;
 pub(crate) mod flusher;
 mod instances;
+mod locks;
 mod sessions;
 
 use std::path::Path;
@@ -64,6 +65,10 @@ pub struct Store {
     db: sled::Db,
     trees: Trees,
     flusher: flusher::Flusher,
+    /// Locks that serialize the read, change and write of one instance.
+    instance_locks: Arc<locks::LockStripes>,
+    /// Lock that serializes the writes of groups, processors, binds and tasks.
+    entity_writes: Arc<Mutex<()>>,
     /// The flusher's thread, taken by [`Store::close`].
     flusher_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -125,6 +130,8 @@ impl Store {
             db,
             trees,
             flusher,
+            instance_locks: Arc::new(locks::LockStripes::new()),
+            entity_writes: Arc::new(Mutex::new(())),
             flusher_thread,
         })
     }
