@@ -1,6 +1,7 @@
 //! Time to store one cron fire (instance, slot claim, indexes and task
 //! state in one sled transaction), without a flush and followed by a flush
-//! to disk through the group-commit flusher.
+//! to disk through the group-commit flusher, and time to store one status
+//! change of an instance (read, decode, encode, write, no transaction).
 //!
 //! Run with `cargo bench --bench store`. The flushed figure is bound by the
 //! disk's sync rate of the machine it runs on.
@@ -10,6 +11,7 @@ use std::hint::black_box;
 use chrono::{DateTime, Duration, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use delicate::domain::entities::{Frequency, Instance, InstanceStatus, Trigger};
+use delicate::domain::lifecycle::Applied;
 use delicate::storage::{DEFAULT_CACHE_BYTES, FireRecord, Store, TaskState};
 
 fn instance(id: u64, slot: DateTime<Utc>) -> Instance {
@@ -92,5 +94,30 @@ fn record_fire(criterion: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, record_fire);
+/// Measures one status change of a stored instance, the write each executor event
+/// costs the scheduler.
+fn update_instance(criterion: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).expect("the store opens");
+    let start = Utc::now();
+    for n in 0..1000 {
+        record(&store, start, n);
+    }
+    let mut n = 0u64;
+    criterion.bench_function("store update_instance", |bencher| {
+        bencher.iter(|| {
+            n += 1;
+            let id = n % 1000 + 1;
+            let updated = store
+                .update_instance(black_box(id), |instance| {
+                    instance.attempt += 1;
+                    Applied::Changed
+                })
+                .expect("the instance is updated");
+            assert!(updated.is_some());
+        })
+    });
+}
+
+criterion_group!(benches, record_fire, update_instance);
 criterion_main!(benches);

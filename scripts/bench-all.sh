@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 
 out_dir="${1:-bench-results}"
 mkdir -p "$out_dir"
-cargo build --release --quiet
+cargo build --profile dist --quiet
 for scenario in idle frames api dispatch fire scale; do
     echo "== $scenario (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-    target/release/delicate bench "$scenario" --json "$out_dir/$scenario.json"
+    target/dist/delicate bench "$scenario" --json "$out_dir/$scenario.json"
 done
 echo "figures written to $out_dir/" >&2

@@ -171,6 +171,34 @@ fn standalone_level_one_runs_task_without_configuration() {
 }
 
 #[test]
+fn dedicated_executor_binary_joins_with_keys() {
+    let scheduler_dir = tempfile::tempdir().unwrap();
+    let executor_dir = tempfile::tempdir().unwrap();
+    let scheduler = Node::scheduler(scheduler_dir.path());
+    let api = scheduler.api();
+    let executor_pem = keygen(executor_dir.path());
+    setup(&api, &[("e1", Some(executor_pem.as_str()))]);
+    let key_env = scheduler_key(&scheduler);
+    let mut executor = Node::dedicated_executor_with(
+        executor_dir.path(),
+        scheduler.quic.unwrap(),
+        "e1",
+        &[("DELICATE_SECURITY_PUBLIC_KEY", key_env.to_str().unwrap())],
+    );
+    api.wait_online(1, DEADLINE);
+
+    let finished = run_echo(&api, "dedicated", 1);
+    assert_eq!(finished["executor_processor_name"], "e1");
+    assert!(
+        executor.log_contains("security_level=1"),
+        "{}",
+        executor.log()
+    );
+    let status = executor.terminate();
+    assert!(status.success(), "{status:?}: {}", executor.log());
+}
+
+#[test]
 fn executor_with_right_keys_joins_and_secrets_stay_hidden() {
     let scheduler_dir = tempfile::tempdir().unwrap();
     let executor_dir = tempfile::tempdir().unwrap();

@@ -54,21 +54,24 @@ impl NodeProcess {
     ) -> anyhow::Result<NodeProcess> {
         let dir = path_text(data_dir)?;
         let address = scheduler.to_string();
-        let args = [
-            "executor",
-            "--data-dir",
-            dir,
-            "--scheduler",
-            &address,
-            "--name",
-            name,
-        ];
-        NodeProcess::spawn(name, &args)
+        let args = ["--data-dir", dir, "--scheduler", &address, "--name", name];
+        // The executor-only binary, as deployed, when it was built beside
+        // this one; otherwise the `executor` subcommand of this binary.
+        let own = own_binary()?;
+        let dedicated = own.with_file_name("delicate-executor");
+        if dedicated.is_file() {
+            NodeProcess::spawn_binary(name, &dedicated, &args)
+        } else {
+            NodeProcess::spawn_binary(name, &own, &[&["executor"][..], &args].concat())
+        }
     }
 
     fn spawn(label: &str, args: &[&str]) -> anyhow::Result<NodeProcess> {
-        let binary = std::env::current_exe().context("failed to find the path of this binary")?;
-        let mut child = Command::new(&binary)
+        NodeProcess::spawn_binary(label, &own_binary()?, args)
+    }
+
+    fn spawn_binary(label: &str, binary: &Path, args: &[&str]) -> anyhow::Result<NodeProcess> {
+        let mut child = Command::new(binary)
             .args(args)
             .args(["--security-level", "0"])
             .env_remove("DELICATE_SECURITY_LEVEL")
@@ -340,6 +343,10 @@ impl Drop for DataDir {
             eprintln!("warning: failed to remove {}: {error}", self.path.display());
         }
     }
+}
+
+fn own_binary() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("failed to find the path of this binary")
 }
 
 /// A JSON client of one node's API, with keep-alive.

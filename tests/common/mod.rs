@@ -20,6 +20,8 @@ use serde_json::json;
 use serde_json::Value;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_delicate");
+/// The executor-only binary.
+pub const EXECUTOR_BINARY: &str = env!("CARGO_BIN_EXE_delicate-executor");
 /// File names of a node's key pair in its data directory.
 pub const PRIVATE_KEY_FILE: &str = "node-key.pem";
 pub const PUBLIC_KEY_FILE: &str = "node-key.pub.pem";
@@ -120,7 +122,11 @@ fn field(log: &str, name: &str) -> Option<SocketAddr> {
 
 impl Node {
     fn spawn(args: &[&str], data_dir: &Path, envs: &[(&str, &str)]) -> Node {
-        let mut command = Command::new(BINARY);
+        Self::spawn_binary(BINARY, args, data_dir, envs)
+    }
+
+    fn spawn_binary(binary: &str, args: &[&str], data_dir: &Path, envs: &[(&str, &str)]) -> Node {
+        let mut command = Command::new(binary);
         command
             .args(args)
             .env("DELICATE_LOG", "info,delicate=debug")
@@ -134,7 +140,7 @@ impl Node {
         for (key, value) in envs {
             command.env(key, value);
         }
-        let mut child = command.spawn().expect("spawning the delicate binary");
+        let mut child = command.spawn().expect("spawning the node binary");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
@@ -283,6 +289,20 @@ impl Node {
             data_dir,
             envs,
         )
+    }
+
+    /// `delicate-executor`, the executor-only binary, with only the given
+    /// environment variables set up.
+    pub fn dedicated_executor_with(
+        data_dir: &Path,
+        scheduler: SocketAddr,
+        name: &str,
+        envs: &[(&str, &str)],
+    ) -> Node {
+        let dir = data_dir.to_str().unwrap();
+        let address = scheduler.to_string();
+        let args = ["--data-dir", dir, "--scheduler", &address, "--name", name];
+        Self::spawn_binary(EXECUTOR_BINARY, &args, data_dir, envs)
     }
 
     /// Waits until the process exits and returns its status.
