@@ -12,7 +12,7 @@ use delicate::cli::cron::{CronPreviewArgs, run_preview};
 use delicate::executor::node::{ExecutorNode, ExecutorSettings};
 use delicate::net::join::ExecutorCredentials;
 use delicate::node::launch::{
-    ExecutorArgs, SecurityArgs, init_logging, node_keys, run_executor, run_on_runtime,
+    ExecutorArgs, RuntimeArgs, SecurityArgs, init_logging, node_keys, run_executor, run_on_runtime,
     wait_for_signal,
 };
 use delicate::node::scheduler::{SchedulerConfig, SchedulerNode};
@@ -76,6 +76,8 @@ struct SchedulerArgs {
     quic: SocketAddr,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 #[derive(Args)]
@@ -109,7 +111,14 @@ fn main() -> ExitCode {
         delicate::node::launch::limit_malloc_arenas();
     }
     init_logging();
-    run_on_runtime(async {
+    let runtime = match &cli.command {
+        Command::Standalone(args) | Command::Scheduler(args) => args.runtime,
+        Command::Executor(args) => args.runtime,
+        Command::Cron(_) | Command::Keygen(_) | Command::Client(_) | Command::Bench(_) => {
+            unreachable!("handled before the runtime starts")
+        }
+    };
+    run_on_runtime(runtime, async {
         match cli.command {
             Command::Standalone(args) => run_standalone(args).await,
             Command::Scheduler(args) => run_scheduler(args).await,

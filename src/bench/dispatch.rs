@@ -6,13 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::process::{Cluster, DataDir, metric_value};
+use super::process::{BASELINE_CONCURRENCY, Cluster, DataDir, metric_value};
 use super::report::Bound;
 use super::{BenchArgs, Report, progress};
 
-/// Processes in flight in the baseline; 16 gave the best spawn rate on a
-/// 2-core machine, about 3,270/s.
-const BASELINE_CONCURRENCY: usize = 16;
 /// Time after task creation before the window, so the window is steady state.
 const WARM_UP: Duration = Duration::from_secs(3);
 

@@ -1,13 +1,17 @@
 //! `bench fire`: N tasks firing every second for a window. Lateness comes
 //! from the stored instances after the nodes stopped, so it covers every
-//! slot of the window, not a sample.
+//! slot of the window, not a sample. The baseline of start lateness is the
+//! same burst of N `/bin/true` processes started at a slot by a plain tokio
+//! program.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::process::{Cluster, DataDir, quantile};
+use super::process::{BASELINE_CONCURRENCY, Cluster, DataDir, quantile};
 use super::report::Bound;
 use super::{BenchArgs, Report, progress};
 use crate::domain::entities::{Instance, InstanceStatus};
@@ -18,6 +22,8 @@ use crate::storage::{DEFAULT_CACHE_BYTES, InstanceFilter, Store};
 const WARM_UP: Duration = Duration::from_secs(2);
 /// Time after the window for the last fires' outcomes to reach the store.
 const DRAIN: Duration = Duration::from_secs(3);
+/// Slots of the spawn-only baseline, run before the cluster starts.
+const BASELINE_SLOTS: u32 = 5;
 
 pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let tasks = args.tasks_or(1000);
@@ -26,6 +32,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let mut report = Report::new(
         "fire",
         json!({"tasks": tasks, "duration_s": window.as_secs_f64(), "executors": args.executors, "schedule": "* * * * * *"}),
+    );
+
+    let baseline = spawn_lateness(tasks, BASELINE_SLOTS, BASELINE_CONCURRENCY)?;
+    eprintln!(
+        "[fire] baseline: {tasks} /bin/true started at each of {BASELINE_SLOTS} slots, \
+         start lateness p50 {:.0} ms, p99 {:.0} ms",
+        quantile(&baseline, 0.5),
+        quantile(&baseline, 0.99)
     );
 
     let cluster = Cluster::start(&data, args.executors)?;
@@ -51,7 +65,58 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let store = Store::open(&data.join("scheduler").join("store"), DEFAULT_CACHE_BYTES)?;
     let instances = instances_between(&store, start, end)?;
     add_figures(&mut report, &instances, tasks, window, skipped, missed);
+    add_baseline(&mut report, &baseline);
     Ok(report)
+}
+
+/// Start lateness, in ms and sorted, of `count` `/bin/true` processes
+/// spawned at each of `slots` whole seconds by a plain tokio program,
+/// `concurrency` at a time: what process creation alone costs a burst of
+/// fires on this machine. Lateness is taken when `spawn` returns, as the
+/// executor takes an instance's start time.
+fn spawn_lateness(count: usize, slots: u32, concurrency: usize) -> anyhow::Result<Vec<f64>> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut lateness = Vec::with_capacity(count * slots as usize);
+        for _ in 0..slots {
+            let slot = whole_second_after(Utc::now());
+            if let Ok(wait) = (slot - Utc::now()).to_std() {
+                tokio::time::sleep(wait).await;
+            }
+            let taken = Arc::new(AtomicUsize::new(0));
+            let mut workers = Vec::with_capacity(concurrency);
+            for _ in 0..concurrency {
+                let taken = taken.clone();
+                workers.push(tokio::spawn(async move {
+                    let mut late = Vec::new();
+                    while taken.fetch_add(1, Ordering::Relaxed) < count {
+                        let mut child = tokio::process::Command::new("/bin/true").spawn()?;
+                        late.push(millis_between(Utc::now(), slot));
+                        child.wait().await?;
+                    }
+                    anyhow::Ok(late)
+                }));
+            }
+            for worker in workers {
+                lateness.extend(worker.await??);
+            }
+        }
+        Ok(sorted(lateness))
+    })
+}
+
+/// Sets the baseline of each start lateness figure to the same quantile of
+/// the spawn-only burst.
+fn add_baseline(report: &mut Report, baseline: &[f64]) {
+    for (name, q) in [
+        ("start_lateness_p50", 0.5),
+        ("start_lateness_p99", 0.99),
+        ("start_lateness_max", 1.0),
+    ] {
+        if let Some(figure) = report.figure_mut(name) {
+            figure.baseline(quantile(baseline, q));
+        }
+    }
 }
 
 fn whole_second_after(at: DateTime<Utc>) -> DateTime<Utc> {

@@ -61,6 +61,11 @@ impl Report {
         self.figures.last_mut().expect("a figure was just pushed")
     }
 
+    /// Returns the figure called `name`, if it was added.
+    pub fn figure_mut(&mut self, name: &str) -> Option<&mut Figure> {
+        self.figures.iter_mut().find(|figure| figure.name == name)
+    }
+
     /// Adds a figure checked against a target.
     pub fn add_target(&mut self, name: &str, value: f64, unit: &str, bound: Bound) -> &mut Figure {
         let figure = self.add(name, value, unit);

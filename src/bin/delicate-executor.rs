@@ -24,5 +24,5 @@ fn main() -> ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     launch::limit_malloc_arenas();
     launch::init_logging();
-    launch::run_on_runtime(launch::run_executor(cli.executor))
+    launch::run_on_runtime(cli.executor.runtime, launch::run_executor(cli.executor))
 }

@@ -299,7 +299,7 @@ impl Store {
         }
     }
 
-    fn lock_entities(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(super) fn lock_entities(&self) -> std::sync::MutexGuard<'_, ()> {
         self.entity_writes
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -1,11 +1,7 @@
 //! Instances, their indexes, per-task fire state and captured output.
 
-use std::convert::Infallible;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::codec::{decode, encode, id_key, pair_key, read_u64};
 use super::{Store, StoreError};
@@ -27,8 +23,8 @@ pub struct TaskState {
     pub skipped: u64,
 }
 
-/// One fire to record atomically: its instances, the slot they claim, the
-/// task's new fire state and, when the fire used up a count, the task.
+/// One fire to record: its instances, the slot they claim, the task's new
+/// fire state and, when the fire used up a count, the task.
 pub struct FireRecord<'a> {
     pub task_id: Id,
     /// The cron slot, for the at-most-once index; `None` for manual runs and retries.
@@ -111,73 +107,86 @@ fn output_prefix(instance_id: u64, stream: Stream) -> [u8; 9] {
 pub type Updated<R> = (Instance, Applied, R);
 
 impl Store {
-    /// Stores a fire's instances atomically. Returns false, storing nothing,
-    /// when the slot already has an instance for one of the processors.
+    /// Stores one fire as [`Store::record_fires`] does. Returns false,
+    /// storing nothing, when the slot already has an instance for one of the
+    /// processors.
     pub fn record_fire(&self, fire: &FireRecord<'_>) -> Result<bool, StoreError> {
         let stored = self.record_fires(std::slice::from_ref(fire))?;
         Ok(stored.first().copied().unwrap_or(false))
     }
 
-    /// Stores the fires of one tick in a single transaction, so the tick
-    /// costs one commit and one later flush. Each fire is still all or
-    /// nothing. A fire whose slot already has an instance for one of its
-    /// processors stores nothing, and its entry in the returned vector is
-    /// false. The other fires are stored.
+    /// Stores the fires of one tick, so the tick costs one later flush. A
+    /// fire whose slot already has an instance for one of its processors
+    /// stores nothing, and its entry in the returned vector is false. The
+    /// other fires are stored.
+    ///
+    /// No sled transaction is used, because each one seals and writes the
+    /// log twice. Fires are stored by one writer at a time, under the fire
+    /// lock, and each fire writes its slot claims, then its index entries,
+    /// then its instances, then its fire state and task. sled recovers a
+    /// prefix of its log, so a crash leaves at worst claims and index
+    /// entries of an instance that is missing: readers skip such entries,
+    /// and the next fire of that slot takes such a claim over. The instances
+    /// of a fire are sent only after the flush, so none of them has run.
     pub fn record_fires(&self, fires: &[FireRecord<'_>]) -> Result<Vec<bool>, StoreError> {
+        let _firing = self.fire_writes.lock().unwrap_or_else(|e| e.into_inner());
         let trees = &self.trees;
-        let result = (
-            &trees.instances,
-            &trees.instances_by_task,
-            &trees.slots,
-            &trees.running,
-            &trees.task_state,
-            &trees.tasks,
-        )
-            .transaction(|(instances, by_task, slots, running, task_state, tasks)| {
-                // The closure runs again when sled retries the transaction,
-                // so the outcomes are rebuilt on every run.
-                let mut stored = Vec::with_capacity(fires.len());
-                for fire in fires {
-                    let mut claims = Vec::with_capacity(fire.instances.len());
-                    let mut slot_taken = false;
-                    if let Some(slot) = fire.slot {
-                        for instance in fire.instances {
-                            let key = slot_key(fire.task_id, slot, fire.slot_processor(instance));
-                            if slots.get(key)?.is_some() {
-                                slot_taken = true;
-                                break;
-                            }
-                            claims.push((key, instance.id));
-                        }
-                    }
-                    if slot_taken {
-                        stored.push(false);
-                        continue;
-                    }
-                    for (key, instance_id) in &claims {
-                        slots.insert(key, &id_key(*instance_id))?;
-                    }
-                    for instance in fire.instances {
-                        instances.insert(&id_key(instance.id), encode(instance))?;
-                        by_task.insert(&pair_key(instance.task_id, instance.id), &[])?;
-                        if instance.status == InstanceStatus::Running {
-                            running.insert(&pair_key(instance.task_id, instance.id), &[])?;
-                        }
-                    }
-                    if let Some(state) = fire.state {
-                        task_state.insert(&id_key(fire.task_id), encode(state))?;
-                    }
-                    if let Some(task) = fire.task {
-                        tasks.insert(&id_key(task.id), encode(task))?;
-                    }
-                    stored.push(true);
+        let mut stored = Vec::with_capacity(fires.len());
+        for fire in fires {
+            let Some(claims) = self.free_slot_claims(fire)? else {
+                stored.push(false);
+                continue;
+            };
+            for (key, instance_id) in &claims {
+                trees.slots.insert(key, &id_key(*instance_id))?;
+            }
+            for instance in fire.instances {
+                let pair = pair_key(instance.task_id, instance.id);
+                trees.instances_by_task.insert(pair, &[])?;
+                if instance.status == InstanceStatus::Running {
+                    trees.running.insert(pair, &[])?;
                 }
-                Ok::<_, ConflictableTransactionError<Infallible>>(stored)
-            });
-        result.map_err(|error| match error {
-            TransactionError::Abort(never) => match never {},
-            TransactionError::Storage(error) => error.into(),
-        })
+            }
+            for instance in fire.instances {
+                trees
+                    .instances
+                    .insert(id_key(instance.id), encode(instance))?;
+            }
+            if let Some(state) = fire.state {
+                trees
+                    .task_state
+                    .insert(id_key(fire.task_id), encode(state))?;
+            }
+            if let Some(task) = fire.task {
+                let _writing = self.lock_entities();
+                trees.tasks.insert(id_key(task.id), encode(task))?;
+            }
+            stored.push(true);
+        }
+        Ok(stored)
+    }
+
+    /// Returns the slot keys a fire claims, with the instance of each, or
+    /// `None` when a stored instance already holds one of them. A claim
+    /// whose instance is missing, which a crash can leave, is free.
+    fn free_slot_claims(
+        &self,
+        fire: &FireRecord<'_>,
+    ) -> Result<Option<Vec<([u8; 24], u64)>>, StoreError> {
+        let Some(slot) = fire.slot else {
+            return Ok(Some(Vec::new()));
+        };
+        let mut claims = Vec::with_capacity(fire.instances.len());
+        for instance in fire.instances {
+            let key = slot_key(fire.task_id, slot, fire.slot_processor(instance));
+            if let Some(owner) = self.trees.slots.get(key)?.and_then(|id| read_u64(&id))
+                && self.trees.instances.contains_key(id_key(owner))?
+            {
+                return Ok(None);
+            }
+            claims.push((key, instance.id));
+        }
+        Ok(Some(claims))
     }
 
     pub fn task_state(&self, task_id: Id) -> Result<TaskState, StoreError> {

@@ -69,6 +69,9 @@ pub struct Store {
     instance_locks: Arc<locks::LockStripes>,
     /// Lock that serializes the writes of groups, processors, binds and tasks.
     entity_writes: Arc<Mutex<()>>,
+    /// Lock that serializes [`Store::record_fires`], so two fires never
+    /// both find a slot free.
+    fire_writes: Arc<Mutex<()>>,
     /// The flusher's thread, taken by [`Store::close`].
     flusher_thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -132,6 +135,7 @@ impl Store {
             flusher,
             instance_locks: Arc::new(locks::LockStripes::new()),
             entity_writes: Arc::new(Mutex::new(())),
+            fire_writes: Arc::new(Mutex::new(())),
             flusher_thread,
         })
     }
