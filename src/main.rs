@@ -21,7 +21,7 @@ use delicate::security::keys::{DEFAULT_KEY_BITS, KeyPair, KeySettings};
 
 /// The scheduler allocates and frees many small buffers per instance (sled
 /// nodes, encoded records, frames). glibc's malloc spent about a quarter of
-/// the scheduler's CPU on them in a `bench dispatch` profile; mimalloc's
+/// the scheduler's CPU on them in a `bench dispatch` profile, and mimalloc's
 /// per-thread free lists make them cheap.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -30,14 +30,19 @@ const FIGURES: [&str; 16] = [
     "slot_to_outcome_max",
 ];
 
-fn figure(report: &Value, name: &str) -> f64 {
+fn figure_entry<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["figures"]
         .as_array()
         .expect("figures is an array")
         .iter()
         .find(|figure| figure["name"] == name)
-        .and_then(|figure| figure["value"].as_f64())
         .unwrap_or_else(|| panic!("figure {name} is missing from {report}"))
+}
+
+fn figure(report: &Value, name: &str) -> f64 {
+    figure_entry(report, name)["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("figure {name} has no value in {report}"))
 }
 
 fn stored_instances(store: &Store) -> Vec<delicate::domain::entities::Instance> {
@@ -90,6 +95,21 @@ fn fire_report_matches_store() {
     assert_eq!(report["settings"]["tasks"], 3);
     for name in FIGURES {
         figure(&report, name);
+    }
+    for name in [
+        "start_lateness_p50",
+        "start_lateness_p99",
+        "start_lateness_max",
+    ] {
+        let entry = figure_entry(&report, name);
+        assert!(
+            entry["baseline"].as_f64().is_some(),
+            "{name} has no spawn baseline: {report}"
+        );
+        assert!(
+            entry["ratio"].as_f64().is_some(),
+            "{name} has no ratio: {report}"
+        );
     }
     let counted = figure(&report, "instances") as usize;
     assert!(counted > 0, "the window holds no instance: {report}");

@@ -71,3 +71,40 @@ fn restart_keeps_defaults_and_tasks() {
     assert_eq!(tasks[0]["name"], "kept");
     api.wait_online(1, Duration::from_secs(30));
 }
+
+#[test]
+fn several_worker_threads_run_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::standalone_with(dir.path(), &[("DELICATE_WORKER_THREADS", "3")]);
+    let api = node.api();
+    api.wait_online(1, Duration::from_secs(30));
+
+    let task = api.create(
+        "/api/v1/tasks",
+        json!({"name": "threads", "cron_expression": "* * * * * *", "command": "echo threads"}),
+    );
+    let task_id = task["id"].as_u64().unwrap();
+    let finished = wait_for("a finished instance", Duration::from_secs(10), || {
+        api.instances_of(task_id)
+            .into_iter()
+            .find(|i| i["status"] == "finished")
+    });
+    assert_eq!(finished["exit_code"], 0);
+}
+
+#[test]
+fn zero_worker_threads_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(common::BINARY)
+        .args(["standalone", "--worker-threads", "0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("running delicate standalone");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("--worker-threads"), "{stderr}");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing is written before the arguments are valid"
+    );
+}

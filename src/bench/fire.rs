@@ -83,13 +83,13 @@ fn spawn_lateness(count: usize, slots: u32, concurrency: usize) -> anyhow::Resul
             if let Ok(wait) = (slot - Utc::now()).to_std() {
                 tokio::time::sleep(wait).await;
             }
-            let taken = Arc::new(AtomicUsize::new(0));
+            let claimed = Arc::new(AtomicUsize::new(0));
             let mut workers = Vec::with_capacity(concurrency);
             for _ in 0..concurrency {
-                let taken = taken.clone();
+                let claimed = claimed.clone();
                 workers.push(tokio::spawn(async move {
                     let mut late = Vec::new();
-                    while taken.fetch_add(1, Ordering::Relaxed) < count {
+                    while claimed.fetch_add(1, Ordering::Relaxed) < count {
                         let mut child = tokio::process::Command::new("/bin/true").spawn()?;
                         late.push(millis_between(Utc::now(), slot));
                         child.wait().await?;

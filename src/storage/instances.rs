@@ -167,7 +167,7 @@ impl Store {
     }
 
     /// Returns the slot keys a fire claims, with the instance of each, or
-    /// `None` when a stored instance already holds one of them. A claim
+    /// `None` when one of them already belongs to a stored instance. A claim
     /// whose instance is missing, which a crash can leave, is free.
     fn free_slot_claims(
         &self,
@@ -600,6 +600,37 @@ mod tests {
             .map(|i| i.id)
             .collect();
         assert_eq!(running, [10, 12]);
+    }
+
+    #[test]
+    fn slot_claim_without_instance_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        // What a crash between a fire's slot claim and its instance leaves:
+        // the claim and the index entries, and no instance 20.
+        store
+            .trees
+            .slots
+            .insert(slot_key(2, slot(), 0), &id_key(20))
+            .unwrap();
+        store.trees.running.insert(pair_key(2, 20), &[]).unwrap();
+
+        let retried = [instance(21, 2, 1)];
+        let fire_state = state(0);
+        let stored = store
+            .record_fires(&[fire(2, &retried, &fire_state, false)])
+            .unwrap();
+        assert_eq!(stored, [true]);
+        assert!(store.instance(21).unwrap().is_some());
+        let owner = store.trees.slots.get(slot_key(2, slot(), 0)).unwrap();
+        assert_eq!(owner.and_then(|id| read_u64(&id)), Some(21));
+        let running: Vec<u64> = store
+            .running_instances()
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(running, [21]);
     }
 
     #[test]
