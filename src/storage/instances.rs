@@ -102,6 +102,9 @@ fn output_prefix(instance_id: u64, stream: Stream) -> [u8; 9] {
     key
 }
 
+/// A slot index key and the instance that claims it.
+type SlotClaim = ([u8; 24], u64);
+
 /// An instance after a change, whether the change altered it, and the
 /// value the change passed back.
 pub type Updated<R> = (Instance, Applied, R);
@@ -172,7 +175,7 @@ impl Store {
     fn free_slot_claims(
         &self,
         fire: &FireRecord<'_>,
-    ) -> Result<Option<Vec<([u8; 24], u64)>>, StoreError> {
+    ) -> Result<Option<Vec<SlotClaim>>, StoreError> {
         let Some(slot) = fire.slot else {
             return Ok(Some(Vec::new()));
         };
