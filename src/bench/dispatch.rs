@@ -1,15 +1,23 @@
 //! `bench dispatch`: more fires than the cluster can run, so the rate of
 //! ended instances is what the cluster takes. The baseline spawns and waits
-//! for `/bin/true` directly from tokio at a fixed concurrency.
+//! for `/bin/true` directly from tokio at a fixed concurrency. The baseline
+//! of the scheduler's CPU per instance is the CPU of one raw sled insert, so
+//! the ratio counts how many such inserts an instance costs.
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::process::{BASELINE_CONCURRENCY, Cluster, DataDir, metric_value};
+use super::process::{
+    BASELINE_CONCURRENCY, Cluster, DataDir, metric_value, own_cpu_time, raw_insert_cpu,
+};
 use super::report::Bound;
 use super::{BenchArgs, Report, progress};
 
+/// Length of the raw sled insert baseline.
+const INSERT_BASELINE_WINDOW: Duration = Duration::from_secs(3);
+/// Bytes per baseline insert: about a stored instance.
+const INSERT_BASELINE_VALUE_LEN: usize = 300;
 /// Time after task creation before the window, so the window is steady state.
 const WARM_UP: Duration = Duration::from_secs(3);
 
@@ -24,10 +32,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     );
 
     let baseline_window = window.min(Duration::from_secs(10));
-    let baseline = spawn_rate(baseline_window, BASELINE_CONCURRENCY)?;
+    let (baseline, spawn_cpu) = spawn_rate(baseline_window, BASELINE_CONCURRENCY)?;
     eprintln!(
-        "[dispatch] baseline: {baseline:.0} /bin/true per second at concurrency {BASELINE_CONCURRENCY}"
+        "[dispatch] baseline: {baseline:.0} /bin/true per second at concurrency {BASELINE_CONCURRENCY}, \
+         {spawn_cpu:.0} µs of the parent's CPU each"
     );
+
+    let insert_cpu = raw_insert_cpu(
+        &data.join("baseline"),
+        INSERT_BASELINE_WINDOW,
+        INSERT_BASELINE_VALUE_LEN,
+    )?;
+    eprintln!("[dispatch] baseline: {insert_cpu:.1} µs of CPU per raw sled insert");
 
     let cluster = Cluster::start(&data, args.executors)?;
     let binds = cluster.bind_ids.clone();
@@ -72,17 +88,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         "count",
     );
     report.add("fires_skipped", after.skipped - before.skipped, "count");
-    report.add_target(
-        "scheduler_cpu_per_instance",
-        per_instance(after.scheduler_cpu, before.scheduler_cpu),
-        "us",
-        Bound::AtMost(20.0),
-    );
-    report.add(
-        "executor_cpu_per_instance",
-        per_instance(after.executors_cpu, before.executors_cpu),
-        "us",
-    );
+    report
+        .add_target(
+            "scheduler_cpu_per_instance",
+            per_instance(after.scheduler_cpu, before.scheduler_cpu),
+            "us",
+            Bound::AtMost(20.0),
+        )
+        .baseline(insert_cpu);
+    report
+        .add(
+            "executor_cpu_per_instance",
+            per_instance(after.executors_cpu, before.executors_cpu),
+            "us",
+        )
+        .baseline(spawn_cpu);
     Ok(report)
 }
 
@@ -116,10 +136,13 @@ fn series_value(text: &str, series: &str) -> f64 {
 }
 
 /// Spawns `/bin/true` and waits for it, `concurrency` at a time, for
-/// `window`; returns processes per second.
-fn spawn_rate(window: Duration, concurrency: usize) -> anyhow::Result<f64> {
+/// `window`. Returns processes per second, and this process's CPU time per
+/// process in µs, which leaves out the children's own CPU as the
+/// executors' figure does.
+fn spawn_rate(window: Duration, concurrency: usize) -> anyhow::Result<(f64, f64)> {
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
+    let cpu_before = own_cpu_time()?;
+    let measured = runtime.block_on(async {
         let began = Instant::now();
         let mut workers = Vec::new();
         for _ in 0..concurrency {
@@ -136,6 +159,9 @@ fn spawn_rate(window: Duration, concurrency: usize) -> anyhow::Result<f64> {
         for worker in workers {
             total += worker.await??;
         }
-        Ok(total as f64 / began.elapsed().as_secs_f64())
-    })
+        anyhow::Ok((total, total as f64 / began.elapsed().as_secs_f64()))
+    });
+    let (total, rate) = measured?;
+    let cpu = own_cpu_time()? - cpu_before;
+    Ok((rate, cpu.as_secs_f64() * 1e6 / total.max(1) as f64))
 }

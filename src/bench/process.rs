@@ -253,6 +253,29 @@ pub fn process_cpu_time(pid: u32) -> anyhow::Result<Duration> {
     Ok(Duration::from_nanos(total * 1_000_000_000 / per_second))
 }
 
+/// Returns the CPU time, in µs, this process spends per sled insert of a
+/// `value_len`-byte value under an increasing key, without a flush, in a
+/// fresh database in `dir` with the store's settings. It counts sled's own
+/// threads too, so it is the raw cost of one stored record.
+pub fn raw_insert_cpu(dir: &Path, window: Duration, value_len: usize) -> anyhow::Result<f64> {
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(crate::storage::DEFAULT_CACHE_BYTES)
+        .flush_every_ms(Some(crate::storage::FLUSH_EVERY_MS))
+        .open()?;
+    let value = vec![0x5a_u8; value_len];
+    let cpu_before = own_cpu_time()?;
+    let began = Instant::now();
+    let mut inserts = 0u64;
+    while began.elapsed() < window {
+        db.insert(inserts.to_be_bytes(), value.as_slice())?;
+        inserts += 1;
+    }
+    db.flush()?;
+    let cpu = own_cpu_time()? - cpu_before;
+    Ok(cpu.as_secs_f64() * 1e6 / inserts.max(1) as f64)
+}
+
 /// CPU time this process has used, from `/proc/self/stat`.
 pub fn own_cpu_time() -> anyhow::Result<Duration> {
     process_cpu_time(std::process::id())
