@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use delicate::domain::output::{DEFAULT_OUTPUT_CAP, apply_tail, cut_marker};
 use delicate::executor::process::{
-    GetPid, KillRun, OutputStream, RunActor, RunEnd, RunEvent, RunOutcome, RunSpec,
+    GetPid, KillRun, OutputStream, RunActor, RunEnd, RunEvent, RunOutcome, RunSpec, boot_ticks,
     kill_leftover_group, process_start_time, start_run,
 };
 use kameo::actor::ActorRef;
@@ -595,4 +595,26 @@ async fn process_start_time_of_missing_pid() {
     // Linux caps pid_max at 2^22, so this pid cannot exist.
     assert_eq!(process_start_time(4_194_305), None);
     assert!(!kill_leftover_group(4_194_305, 0));
+}
+
+#[tokio::test]
+async fn boot_ticks_bracket_start_time() {
+    for _ in 0..20 {
+        let before = boot_ticks().expect("CLOCK_BOOTTIME is readable");
+        let mut child = spawn_group_leader();
+        let after = boot_ticks().expect("CLOCK_BOOTTIME is readable");
+        let pid = child.id();
+        let _guard = GroupGuard(pid);
+        let start_time = process_start_time(pid).expect("start time of a live child");
+        assert!(
+            before <= start_time,
+            "start time {start_time} is before the tick {before} read before the spawn"
+        );
+        assert!(
+            start_time <= after,
+            "start time {start_time} is after the tick {after} read after the spawn"
+        );
+        child.kill().expect("kill sleep");
+        child.wait().expect("reap sleep");
+    }
 }

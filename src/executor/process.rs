@@ -270,16 +270,26 @@ async fn spawn_child(spec: &RunSpec) -> Result<SpawnedChild, String> {
     // The spec's variables come last, so they override the account's.
     command.envs(&spec.env);
 
+    let ticks_before = boot_ticks();
     let child = command
         .spawn()
         .map_err(|error| format!("spawn failed: {error}"))?;
+    let ticks_after = boot_ticks();
     let started_at = Utc::now();
     // A child that has not been waited for always has a pid.
     let pid = child.id().expect("pid of a child not yet waited for");
+    // The kernel stamps the child's start time during the spawn, so when
+    // the clock tick did not change across it, that tick is the start time.
+    // Reading /proc/PID/stat instead cost about a tenth of the executor's
+    // CPU under `bench dispatch`.
+    let start_time = match (ticks_before, ticks_after) {
+        (Some(before), Some(after)) if before == after => Some(before),
+        _ => process_start_time(pid),
+    };
     Ok(SpawnedChild {
         child,
         pid,
-        start_time: process_start_time(pid),
+        start_time,
         started_at,
     })
 }
@@ -770,6 +780,28 @@ fn read_proc_stat(pid: u32) -> Option<ProcStat> {
 /// Together with the pid it identifies a process across pid reuse.
 pub fn process_start_time(pid: u32) -> Option<u64> {
     read_proc_stat(pid).map(|stat| stat.start_time)
+}
+
+/// Returns the time since boot in clock ticks (`CLOCK_BOOTTIME` divided by
+/// the length of a `_SC_CLK_TCK` tick), the unit and clock of field 22 of
+/// `/proc/PID/stat`. The kernel rounds a process's start down to a tick in
+/// the same way (`nsec_to_clock_t` in Linux), so a process started between
+/// two calls that return the same value has that value as its start time.
+pub fn boot_ticks() -> Option<u64> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to write.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
+        return None;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+    let nanos_per_tick = 1_000_000_000u64.checked_div(ticks_per_second)?;
+    let nanos =
+        u64::try_from(now.tv_sec).ok()? * 1_000_000_000 + u64::try_from(now.tv_nsec).ok()?;
+    Some(nanos / nanos_per_tick)
 }
 
 /// Sends SIGKILL to a process group left running by a previous life of the
