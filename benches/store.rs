@@ -1,10 +1,11 @@
-//! Time to store one cron fire (instance, slot claim, indexes and task
-//! state in one sled transaction), without a flush and followed by a flush
-//! to disk through the group-commit flusher, and time to store one status
-//! change of an instance (read, decode, encode, write, no transaction).
+//! Time to store one cron fire (slot claim, indexes, instance and task
+//! state), without a flush and then with a flush through the group-commit
+//! flusher. Time to store one status change of an instance (read, decode,
+//! encode, write). The baseline is one raw sled insert of an encoded
+//! instance's size, without and with a flush, in the same run.
 //!
-//! Run with `cargo bench --bench store`. The flushed figure is bound by the
-//! disk's sync rate of the machine it runs on.
+//! Run with `cargo bench --bench store`. The flushed figures are bound by
+//! the disk's sync rate of the machine they run on.
 
 use std::hint::black_box;
 
@@ -67,6 +68,37 @@ fn record(store: &Store, start: DateTime<Utc>, n: u64) {
     );
 }
 
+/// Bytes of the raw insert baseline: about one encoded instance.
+const RAW_VALUE_LEN: usize = 300;
+
+fn raw_insert(criterion: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = sled::Config::new()
+        .path(dir.path())
+        .cache_capacity(DEFAULT_CACHE_BYTES)
+        .open()
+        .expect("sled opens");
+    let value = vec![0x5a_u8; RAW_VALUE_LEN];
+    let mut n = 0u64;
+    let mut group = criterion.benchmark_group("sled raw insert");
+    group.bench_function("no flush", |bencher| {
+        bencher.iter(|| {
+            n += 1;
+            db.insert(black_box(n.to_be_bytes()), value.as_slice())
+                .expect("the insert succeeds");
+        })
+    });
+    group.bench_function("then flush", |bencher| {
+        bencher.iter(|| {
+            n += 1;
+            db.insert(black_box(n.to_be_bytes()), value.as_slice())
+                .expect("the insert succeeds");
+            db.flush().expect("the flush succeeds");
+        })
+    });
+    group.finish();
+}
+
 fn record_fire(criterion: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).expect("the store opens");
@@ -119,5 +151,5 @@ fn update_instance(criterion: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, record_fire, update_instance);
+criterion_group!(benches, raw_insert, record_fire, update_instance);
 criterion_main!(benches);

@@ -19,7 +19,9 @@ pub struct Candidate {
 /// Round-robin state for one set of binds.
 #[derive(Clone, Debug, Default)]
 pub struct SmoothWeightedRoundRobin {
-    current: HashMap<Id, i64>,
+    /// Current value of each candidate of the last pick, in the order the
+    /// candidates were given.
+    current: Vec<(Id, i64)>,
 }
 
 impl SmoothWeightedRoundRobin {
@@ -27,28 +29,43 @@ impl SmoothWeightedRoundRobin {
     ///
     /// Candidates that dropped out since the last pick lose their state,
     /// and new ones start at 0, so a bind coming back online starts fresh.
+    /// A pick over the same candidates as the last one takes O(n) time with
+    /// no allocation.
     pub fn pick(&mut self, candidates: &[Candidate]) -> Option<Id> {
         let total: i64 = candidates.iter().map(|c| i64::from(c.weight)).sum();
         if total == 0 {
             return None;
         }
-        self.current
-            .retain(|bind_id, _| candidates.iter().any(|c| c.bind_id == *bind_id));
+        let same_candidates = self.current.len() == candidates.len()
+            && self
+                .current
+                .iter()
+                .zip(candidates)
+                .all(|((bind_id, _), candidate)| *bind_id == candidate.bind_id);
+        if !same_candidates {
+            let previous: HashMap<Id, i64> = self.current.drain(..).collect();
+            self.current = candidates
+                .iter()
+                .map(|c| (c.bind_id, previous.get(&c.bind_id).copied().unwrap_or(0)))
+                .collect();
+        }
 
-        let mut best: Option<(Id, i64)> = None;
-        for candidate in candidates.iter().filter(|c| c.weight > 0) {
-            let value = self.current.entry(candidate.bind_id).or_insert(0);
+        let mut best: Option<(usize, i64)> = None;
+        for (index, candidate) in candidates.iter().enumerate() {
+            if candidate.weight == 0 {
+                continue;
+            }
+            let value = &mut self.current[index].1;
             *value += i64::from(candidate.weight);
             if best.is_none_or(|(_, best_value)| *value > best_value) {
-                best = Some((candidate.bind_id, *value));
+                best = Some((index, *value));
             }
         }
 
         let (chosen, _) = best?;
-        if let Some(value) = self.current.get_mut(&chosen) {
-            *value -= total;
-        }
-        Some(chosen)
+        let (bind_id, value) = &mut self.current[chosen];
+        *value -= total;
+        Some(*bind_id)
     }
 }
 
@@ -94,6 +111,21 @@ mod tests {
         let set = candidates(&[(1, 5), (2, 1), (3, 1)]);
         let picks: Vec<Id> = (0..7).filter_map(|_| rr.pick(&set)).collect();
         assert_eq!(picks, vec![1, 1, 2, 1, 3, 1, 1]);
+    }
+
+    #[test]
+    fn changed_set_keeps_remaining_state() {
+        let mut rr = SmoothWeightedRoundRobin::default();
+        let both = candidates(&[(1, 1), (2, 1)]);
+        assert_eq!(rr.pick(&both), Some(1));
+        // Bind 3 joins in front: it starts at 0, and bind 2 keeps its lead.
+        let three = candidates(&[(3, 1), (1, 1), (2, 1)]);
+        assert_eq!(rr.pick(&three), Some(2));
+        // Bind 1 drops out and comes back at 0. All three then tie, so
+        // the first listed wins.
+        let without_one = candidates(&[(3, 1), (2, 1)]);
+        assert_eq!(rr.pick(&without_one), Some(3));
+        assert_eq!(rr.pick(&three), Some(3));
     }
 
     #[test]
