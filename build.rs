@@ -1,5 +1,5 @@
-//! Links the `delicate` binary with packed relative relocations (DT_RELR)
-//! on Linux with glibc.
+//! Links both binaries, `delicate` and `delicate-executor`, with packed
+//! relative relocations (DT_RELR) on Linux with glibc.
 //!
 //! A position-independent Rust binary of this size carries about 59,000
 //! relative relocations. As 24-byte `.rela.dyn` entries they take 1.4 MB,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every `delicate bench` scenario at its default size, one after the
-# other, with a release build. Each scenario prints its table on stdout and
-# writes its figures to OUT_DIR/SCENARIO.json (default: bench-results/).
-# The whole run took 4.5 minutes on an otherwise idle 2-core machine.
+# other, with a `dist` build (both binaries). Each scenario prints its table
+# on stdout and writes its figures to OUT_DIR/SCENARIO.json (default:
+# bench-results/). The scenarios took 7 minutes on an otherwise idle 2-core
+# machine, after a build of about 4 minutes with dependencies cached.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

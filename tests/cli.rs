@@ -670,3 +670,26 @@ fn exit_statuses_and_messages() {
         "DELICATE_SERVER names the server"
     );
 }
+
+#[test]
+fn instance_output_rejects_json() {
+    // The command fails before it sends a request, so no server is needed.
+    let output = Command::new(BINARY)
+        .args([
+            "instance",
+            "output",
+            "1",
+            "--json",
+            "--server",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .expect("running delicate instance output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--json does not apply to `instance output`"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}

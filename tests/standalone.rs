@@ -108,3 +108,16 @@ fn zero_worker_threads_rejected() {
         "nothing is written before the arguments are valid"
     );
 }
+
+#[test]
+fn invalid_log_filter_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::standalone_with(dir.path(), &[("DELICATE_LOG", "info,delicate=[bad")]);
+    let api = node.api();
+    api.wait_online(1, Duration::from_secs(30));
+    assert!(
+        node.log_contains("DELICATE_LOG=\"info,delicate=[bad\" is not a valid tracing filter"),
+        "{}",
+        node.log()
+    );
+}

@@ -50,7 +50,8 @@ impl NodeProcess {
         Ok(node)
     }
 
-    /// Starts `delicate executor` joining `scheduler` as processor `name`.
+    /// Starts an executor joining `scheduler` as processor `name`, and
+    /// prints which binary runs it.
     pub fn executor(
         data_dir: &Path,
         scheduler: SocketAddr,
@@ -64,8 +65,10 @@ impl NodeProcess {
         let own = own_binary()?;
         let dedicated = own.with_file_name("delicate-executor");
         if dedicated.is_file() {
+            eprintln!("[bench] executor {name}: {}", dedicated.display());
             NodeProcess::spawn_binary(name, &dedicated, &args)
         } else {
+            eprintln!("[bench] executor {name}: {} executor", own.display());
             NodeProcess::spawn_binary(name, &own, &[&["executor"][..], &args].concat())
         }
     }

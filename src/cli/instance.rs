@@ -125,7 +125,15 @@ pub fn run(command: InstanceCommand) -> anyhow::Result<()> {
                 ],
             )
         }
-        InstanceAction::Output(args) => output(&client, args),
+        InstanceAction::Output(args) => {
+            if json {
+                anyhow::bail!(
+                    "--json does not apply to `instance output`, which prints the output's raw \
+                     bytes: run it without --json"
+                );
+            }
+            output(&client, args)
+        }
         InstanceAction::Kill(args) => {
             let reply = client.call("POST", &format!("/instances/{}/kill", args.id), &[], None)?;
             if json {

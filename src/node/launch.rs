@@ -67,11 +67,11 @@ pub struct ExecutorArgs {
 /// Settings of a node's async runtime.
 #[derive(Args, Clone, Copy)]
 pub struct RuntimeArgs {
-    /// Threads that run the node's actors and QUIC connections. One is the
-    /// fastest on a 2-core machine, because work handed between threads
-    /// costs a wake-up each time; raise it only when one core is saturated.
-    /// Store flushes, HTTP workers and key generation have threads of their
-    /// own.
+    /// Threads that run the node's actors and QUIC connections, from 1 to
+    /// 1024. One is the fastest on a 2-core machine, because work handed
+    /// between threads costs a wake-up each time. Raise it only when one
+    /// core is saturated. Store flushes, HTTP workers and key generation
+    /// have threads of their own.
     #[arg(long, env = "DELICATE_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: u16,
 }
@@ -127,12 +127,25 @@ pub fn limit_malloc_arenas() {
 
 /// The log filter when `DELICATE_LOG` is unset. kameo opens an info span for
 /// every actor and every message it handles, which cost the scheduler about
-/// 5 % of its CPU under `bench dispatch`; its warnings and errors still show.
+/// 5 % of its CPU under `bench dispatch`. Its warnings and errors still show.
 pub const DEFAULT_LOG_FILTER: &str = "info,kameo=warn";
 
+/// Installs the stderr log subscriber with the filter in `DELICATE_LOG`. An
+/// invalid filter is reported on stderr and replaced by the default.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("DELICATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    use tracing_subscriber::EnvFilter;
+
+    let filter = match std::env::var("DELICATE_LOG") {
+        Ok(text) => EnvFilter::try_new(&text).unwrap_or_else(|error| {
+            eprintln!(
+                "warning: DELICATE_LOG={text:?} is not a valid tracing filter ({error}), so \
+                 the node logs with {DEFAULT_LOG_FILTER:?}; set it to a filter such as \
+                 \"info,delicate=debug\""
+            );
+            EnvFilter::new(DEFAULT_LOG_FILTER)
+        }),
+        Err(_) => EnvFilter::new(DEFAULT_LOG_FILTER),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
