@@ -260,11 +260,18 @@ impl SchedulerActor {
                 task: fire.updated_task.as_ref(),
             })
             .collect();
+        // After a failed write only the fires stored before it are applied
+        // and launched: `zip` below stops at the end of `stored`.
         let stored = match self.shared.store.record_fires(&records) {
             Ok(stored) => stored,
-            Err(error) => {
-                tracing::error!(fires = fires.len(), %error, "scheduler.fire failed");
-                return;
+            Err(failed) => {
+                tracing::error!(
+                    fires = fires.len(),
+                    stored = failed.stored.iter().filter(|stored| **stored).count(),
+                    error = %failed.error,
+                    "scheduler.fire failed: the tick's remaining fires are dropped"
+                );
+                failed.stored
             }
         };
         drop(records);

@@ -102,6 +102,15 @@ fn output_prefix(instance_id: u64, stream: Stream) -> [u8; 9] {
     key
 }
 
+/// A batch of fires stopped by a failed write. The failing fire's writes
+/// were undone as far as the store allowed, and later fires were not tried.
+#[derive(Debug)]
+pub struct FiresFailed {
+    /// Whether each fire before the failing one was stored.
+    pub stored: Vec<bool>,
+    pub error: StoreError,
+}
+
 /// A slot index key and the instance that claims it.
 type SlotClaim = ([u8; 24], u64);
 
@@ -114,7 +123,9 @@ impl Store {
     /// storing nothing, when the slot already has an instance for one of the
     /// processors.
     pub fn record_fire(&self, fire: &FireRecord<'_>) -> Result<bool, StoreError> {
-        let stored = self.record_fires(std::slice::from_ref(fire))?;
+        let stored = self
+            .record_fires(std::slice::from_ref(fire))
+            .map_err(|failed| failed.error)?;
         Ok(stored.first().copied().unwrap_or(false))
     }
 
@@ -131,42 +142,92 @@ impl Store {
     /// entries of an instance that is missing: readers skip such entries,
     /// and the next fire of that slot takes such a claim over. The instances
     /// of a fire are sent only after the flush, so none of them has run.
-    pub fn record_fires(&self, fires: &[FireRecord<'_>]) -> Result<Vec<bool>, StoreError> {
+    ///
+    /// A failed write stops the batch: the failing fire's writes are undone
+    /// as far as the store allows, later fires are not tried, and the error
+    /// reports which earlier fires were stored.
+    pub fn record_fires(&self, fires: &[FireRecord<'_>]) -> Result<Vec<bool>, FiresFailed> {
         let _firing = self.fire_writes.lock().unwrap_or_else(|e| e.into_inner());
-        let trees = &self.trees;
         let mut stored = Vec::with_capacity(fires.len());
         for fire in fires {
-            let Some(claims) = self.free_slot_claims(fire)? else {
-                stored.push(false);
-                continue;
-            };
-            for (key, instance_id) in &claims {
-                trees.slots.insert(key, &id_key(*instance_id))?;
+            match self.record_one_fire(fire) {
+                Ok(done) => stored.push(done),
+                Err(error) => return Err(FiresFailed { stored, error }),
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Stores one fire of [`Store::record_fires`], or returns false when its
+    /// slot is taken. A failed write undoes the fire's writes.
+    fn record_one_fire(&self, fire: &FireRecord<'_>) -> Result<bool, StoreError> {
+        let Some(claims) = self.free_slot_claims(fire)? else {
+            return Ok(false);
+        };
+        if let Err(error) = self.write_fire(fire, &claims) {
+            self.undo_fire(fire, &claims);
+            return Err(error);
+        }
+        Ok(true)
+    }
+
+    fn write_fire(&self, fire: &FireRecord<'_>, claims: &[SlotClaim]) -> Result<(), StoreError> {
+        let trees = &self.trees;
+        for (key, instance_id) in claims {
+            trees.slots.insert(key, &id_key(*instance_id))?;
+        }
+        for instance in fire.instances {
+            let pair = pair_key(instance.task_id, instance.id);
+            trees.instances_by_task.insert(pair, &[])?;
+            if instance.status == InstanceStatus::Running {
+                trees.running.insert(pair, &[])?;
+            }
+        }
+        for instance in fire.instances {
+            trees
+                .instances
+                .insert(id_key(instance.id), encode(instance))?;
+        }
+        if let Some(state) = fire.state {
+            trees
+                .task_state
+                .insert(id_key(fire.task_id), encode(state))?;
+        }
+        if let Some(task) = fire.task {
+            let _writing = self.lock_entities();
+            trees.tasks.insert(id_key(task.id), encode(task))?;
+        }
+        Ok(())
+    }
+
+    /// Removes what [`Store::write_fire`] may have written of a fire's
+    /// instances, in the reverse order, so no Running instance that was
+    /// never sent stays behind. A fire state or task already written stays.
+    fn undo_fire(&self, fire: &FireRecord<'_>, claims: &[SlotClaim]) {
+        let trees = &self.trees;
+        let undo = || -> Result<(), StoreError> {
+            for instance in fire.instances {
+                trees.instances.remove(id_key(instance.id))?;
             }
             for instance in fire.instances {
                 let pair = pair_key(instance.task_id, instance.id);
-                trees.instances_by_task.insert(pair, &[])?;
-                if instance.status == InstanceStatus::Running {
-                    trees.running.insert(pair, &[])?;
+                trees.running.remove(pair)?;
+                trees.instances_by_task.remove(pair)?;
+            }
+            for (key, instance_id) in claims {
+                if trees.slots.get(key)?.and_then(|id| read_u64(&id)) == Some(*instance_id) {
+                    trees.slots.remove(key)?;
                 }
             }
-            for instance in fire.instances {
-                trees
-                    .instances
-                    .insert(id_key(instance.id), encode(instance))?;
-            }
-            if let Some(state) = fire.state {
-                trees
-                    .task_state
-                    .insert(id_key(fire.task_id), encode(state))?;
-            }
-            if let Some(task) = fire.task {
-                let _writing = self.lock_entities();
-                trees.tasks.insert(id_key(task.id), encode(task))?;
-            }
-            stored.push(true);
+            Ok(())
+        };
+        if let Err(error) = undo() {
+            tracing::error!(
+                task.id = fire.task_id,
+                %error,
+                "storage: failed to undo a fire after a failed write; its instances may stay Running until the scheduler restarts"
+            );
         }
-        Ok(stored)
     }
 
     /// Returns the slot keys a fire claims, with the instance of each, or
@@ -634,6 +695,35 @@ mod tests {
             .map(|i| i.id)
             .collect();
         assert_eq!(running, [21]);
+    }
+
+    #[test]
+    fn undone_fire_leaves_no_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), DEFAULT_CACHE_BYTES).unwrap();
+        let instances = [instance(50, 5, 1), instance(51, 5, 2)];
+        let fire_state = state(0);
+        let record = fire(5, &instances, &fire_state, true);
+        let claims = store.free_slot_claims(&record).unwrap().unwrap();
+        store.write_fire(&record, &claims).unwrap();
+
+        store.undo_fire(&record, &claims);
+        for id in [50, 51] {
+            assert!(store.instance(id).unwrap().is_none(), "instance {id}");
+            assert!(!store.trees.running.contains_key(pair_key(5, id)).unwrap());
+            assert!(
+                !store
+                    .trees
+                    .instances_by_task
+                    .contains_key(pair_key(5, id))
+                    .unwrap()
+            );
+        }
+        for (key, _) in &claims {
+            assert!(!store.trees.slots.contains_key(key).unwrap());
+        }
+        let again = store.record_fire(&record).unwrap();
+        assert!(again, "the slot is free again after the undo");
     }
 
     #[test]

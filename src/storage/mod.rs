@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use entities::{Entity, EntityKind, TaskScan};
-pub use instances::{FireRecord, InstanceFilter, InstancePage, TaskState};
+pub use instances::{FireRecord, FiresFailed, InstanceFilter, InstancePage, TaskState};
 pub use sessions::SessionRecord;
 
 use crate::domain::entities::Task;
