@@ -47,13 +47,13 @@ impl Flusher {
     }
 }
 
-/// Maximum time a flush waits for more callers to join it, used only while
-/// callers come concurrently. Each sled flush seals and writes its own log
-/// buffer (a `pwrite` and a `sync_file_range` on a sled I/O thread), so under
+/// Time a flush waits for more callers to join it, used only while callers
+/// come concurrently. Each sled flush seals and writes its own log buffer (a
+/// `pwrite` and a `sync_file_range` on a sled I/O thread), so under
 /// concurrent load fewer, larger flushes cost less CPU and disk time per
 /// caller than one flush per caller. The wait always runs to its end, so it
-/// bounds the rate of a fixed set of callers that each wait for their flush:
-/// in `bench api` with 16 connections, 2 ms gave about 5,000 creations per
+/// bounds the rate of a fixed set of callers that each wait for their flush.
+/// In `bench api` with 16 connections, 2 ms gave about 5,000 creations per
 /// second and 300 µs about 11,000.
 const LINGER: Duration = Duration::from_micros(300);
 
