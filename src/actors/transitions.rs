@@ -60,7 +60,7 @@ pub async fn apply_reported(
     apply_checked(shared, Some(processor_id), batch).await
 }
 
-/// What the store transaction saw of one instance.
+/// The status of one instance before the batch changed it.
 #[derive(Clone, Copy)]
 struct Seen {
     before: InstanceStatus,
@@ -111,8 +111,8 @@ async fn apply_checked(
     Ok(reported)
 }
 
-/// Counts a status change and, when the instance left Running, tells the
-/// actors that track it.
+/// Counts a status change and, when the instance left Running, notifies
+/// the actors that track it.
 async fn announce_change(shared: &Shared, before: InstanceStatus, instance: &Instance) {
     if before == InstanceStatus::Running && instance.status.is_ended() {
         shared.metrics.instance_ended(instance.status);

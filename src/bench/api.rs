@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use super::process::{DataDir, Http, NodeProcess, own_cpu_time, quantile};
+use super::process::{DataDir, Http, NodeProcess, open_raw_sled, own_cpu_time, quantile};
 use super::report::Bound;
 use super::{BenchArgs, Report, progress};
-use crate::storage::{DEFAULT_CACHE_BYTES, FLUSH_EVERY_MS};
 
 /// Instances created before the read phase, so listings return full pages.
 const SEED_INSTANCES: usize = 200;
@@ -140,11 +139,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Report> {
 /// Returns how many times per second one thread can insert a value and
 /// flush sled, with the store's sled settings, in a fresh database in `dir`.
 fn raw_flush_rate(dir: &Path, window: Duration) -> anyhow::Result<f64> {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(DEFAULT_CACHE_BYTES)
-        .flush_every_ms(Some(FLUSH_EVERY_MS))
-        .open()?;
+    let db = open_raw_sled(dir)?;
     let value = vec![0x5a_u8; BASELINE_VALUE_LEN];
     let began = Instant::now();
     let mut flushes = 0u64;

@@ -261,11 +261,7 @@ pub fn process_cpu_time(pid: u32) -> anyhow::Result<Duration> {
 /// fresh database in `dir` with the store's settings. It counts sled's own
 /// threads too, so it is the raw cost of one stored record.
 pub fn raw_insert_cpu(dir: &Path, window: Duration, value_len: usize) -> anyhow::Result<f64> {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(crate::storage::DEFAULT_CACHE_BYTES)
-        .flush_every_ms(Some(crate::storage::FLUSH_EVERY_MS))
-        .open()?;
+    let db = open_raw_sled(dir)?;
     let value = vec![0x5a_u8; value_len];
     let cpu_before = own_cpu_time()?;
     let began = Instant::now();
@@ -277,6 +273,16 @@ pub fn raw_insert_cpu(dir: &Path, window: Duration, value_len: usize) -> anyhow:
     db.flush()?;
     let cpu = own_cpu_time()? - cpu_before;
     Ok(cpu.as_secs_f64() * 1e6 / inserts.max(1) as f64)
+}
+
+/// Opens a fresh sled database in `dir` with the store's settings, for the
+/// raw baselines that the store's own figures are compared with.
+pub fn open_raw_sled(dir: &Path) -> anyhow::Result<sled::Db> {
+    Ok(sled::Config::new()
+        .path(dir)
+        .cache_capacity(crate::storage::DEFAULT_CACHE_BYTES)
+        .flush_every_ms(Some(crate::storage::FLUSH_EVERY_MS))
+        .open()?)
 }
 
 /// CPU time this process has used, from `/proc/self/stat`.

@@ -304,9 +304,9 @@ impl Store {
     /// two updates of one instance never interleave. No sled transaction is
     /// used, because each one costs two synced log writes. The instance is
     /// written before its running index entry, and sled recovers a prefix of
-    /// its log, so a crash can leave an index entry of an
-    /// instance that already ended (which [`Store::running_instances`] skips)
-    /// but never a Running instance missing from the index.
+    /// its log. A crash can therefore leave an index entry of an instance
+    /// that already ended, which [`Store::running_instances`] skips, but
+    /// never a Running instance missing from the index.
     pub fn update_instances<R>(
         &self,
         ids: &[u64],
@@ -607,6 +607,15 @@ mod tests {
         }
     }
 
+    fn running_ids(store: &Store) -> Vec<u64> {
+        store
+            .running_instances()
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect()
+    }
+
     fn state(skipped: u64) -> TaskState {
         TaskState {
             last_slot: Some(slot()),
@@ -657,12 +666,7 @@ mod tests {
         assert!(store.instance(12).unwrap().is_some());
         assert_eq!(store.task_state(1).unwrap(), first_state);
         assert_eq!(store.task_state(2).unwrap(), later_state);
-        let running: Vec<u64> = store
-            .running_instances()
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
+        let running = running_ids(&store);
         assert_eq!(running, [10, 12]);
     }
 
@@ -688,12 +692,7 @@ mod tests {
         assert!(store.instance(21).unwrap().is_some());
         let owner = store.trees.slots.get(slot_key(2, slot(), 0)).unwrap();
         assert_eq!(owner.and_then(|id| read_u64(&id)), Some(21));
-        let running: Vec<u64> = store
-            .running_instances()
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
+        let running = running_ids(&store);
         assert_eq!(running, [21]);
     }
 
@@ -744,12 +743,7 @@ mod tests {
             .insert(id_key(30), encode(&ended))
             .unwrap();
 
-        let running: Vec<u64> = store
-            .running_instances()
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
+        let running = running_ids(&store);
         assert_eq!(running, [31]);
         assert!(!store.trees.running.contains_key(pair_key(3, 30)).unwrap());
     }
@@ -783,12 +777,7 @@ mod tests {
             store.instance(41).unwrap().unwrap().status,
             InstanceStatus::Finished
         );
-        let running: Vec<u64> = store
-            .running_instances()
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
+        let running = running_ids(&store);
         assert_eq!(running, [40]);
     }
 

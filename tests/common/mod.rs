@@ -120,6 +120,18 @@ fn field(log: &str, name: &str) -> Option<SocketAddr> {
     })
 }
 
+/// The flags an executor node takes, after `executor` for `delicate`.
+fn executor_args(data_dir: &Path, scheduler: SocketAddr, name: &str) -> [String; 6] {
+    [
+        "--data-dir".to_string(),
+        data_dir.to_str().unwrap().to_string(),
+        "--scheduler".to_string(),
+        scheduler.to_string(),
+        "--name".to_string(),
+        name.to_string(),
+    ]
+}
+
 impl Node {
     fn spawn(args: &[&str], data_dir: &Path, envs: &[(&str, &str)]) -> Node {
         Self::spawn_binary(BINARY, args, data_dir, envs)
@@ -274,21 +286,10 @@ impl Node {
         name: &str,
         envs: &[(&str, &str)],
     ) -> Node {
-        let dir = data_dir.to_str().unwrap();
-        let address = scheduler.to_string();
-        Self::spawn(
-            &[
-                "executor",
-                "--data-dir",
-                dir,
-                "--scheduler",
-                &address,
-                "--name",
-                name,
-            ],
-            data_dir,
-            envs,
-        )
+        let mut args = vec!["executor".to_string()];
+        args.extend(executor_args(data_dir, scheduler, name));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Self::spawn(&args, data_dir, envs)
     }
 
     /// `delicate-executor`, the executor-only binary, with only the given
@@ -299,9 +300,8 @@ impl Node {
         name: &str,
         envs: &[(&str, &str)],
     ) -> Node {
-        let dir = data_dir.to_str().unwrap();
-        let address = scheduler.to_string();
-        let args = ["--data-dir", dir, "--scheduler", &address, "--name", name];
+        let args = executor_args(data_dir, scheduler, name);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Self::spawn_binary(EXECUTOR_BINARY, &args, data_dir, envs)
     }
 
