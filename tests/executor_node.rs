@@ -157,6 +157,25 @@ impl Conn {
         }
     }
 
+    /// Reads until `count` `RunAccepted` of `instance_id` arrived, and
+    /// returns the events that came in between. A run's `Started` can come
+    /// before the reply to a repeated request for it.
+    async fn accepted_with_events(&mut self, instance_id: u64, count: usize) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut accepted = 0;
+        while accepted < count {
+            match self.next().await {
+                Message::RunAccepted { instance_id: id } => {
+                    assert_eq!(id, instance_id);
+                    accepted += 1;
+                }
+                Message::Event(event) => events.push(event),
+                other => panic!("expected RunAccepted for {instance_id}, got {other:?}"),
+            }
+        }
+        events
+    }
+
     async fn expect_accepted(&mut self, instance_id: u64) {
         match self.next().await {
             Message::RunAccepted { instance_id: id } => assert_eq!(id, instance_id),
@@ -374,10 +393,9 @@ async fn repeated_run_starts_one_child() {
 
     conn.send(Message::Run(run_request(8, "sleep 600"))).await;
     conn.send(Message::Run(run_request(8, "sleep 600"))).await;
-    conn.expect_accepted(8).await;
-    conn.expect_accepted(8).await;
+    let mut events = conn.accepted_with_events(8, 2).await;
     conn.send(Message::Kill { instance_id: 8 }).await;
-    let events = conn.events_until_finished(8).await;
+    events.extend(conn.events_until_finished(8).await);
     let starts = events
         .iter()
         .filter(|event| matches!(event.kind, EventKind::Started { .. }))

@@ -55,9 +55,10 @@ pub const SHUTTING_DOWN: &str = "executor is shutting down";
 /// grace plus the runner's 2 s pipe drain, with margin. A run still going
 /// after it keeps its record, so the next start kills its group.
 const RUN_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Least time between two outbox flushes. The start of a run and its end
-/// each ask for a flush; with this spacing a short run's two requests, and
-/// those of every other run ending meanwhile, share one flush.
+/// Minimum time between the starts of two outbox flushes. The start of a
+/// run and its end each request a flush, so with this spacing a short run's
+/// two requests, and those of every other run ending meanwhile, share one
+/// flush.
 const FLUSH_SPACING: Duration = Duration::from_millis(5);
 /// How long a shutdown waits for the scheduler to acknowledge the outbox.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -949,7 +950,8 @@ mod tests {
         outbox.flush().unwrap();
         drop(outbox);
 
-        let (outbox, settled) = open_and_settle(dir.path()).unwrap();
+        let (outbox, settled) =
+            crate::executor::outbox::open_when_unlocked(|| open_and_settle(dir.path()));
         assert_eq!(settled, [7, 8]);
         assert!(outbox.run_records().unwrap().is_empty());
         let ends: Vec<(u64, RunEnd)> = outbox

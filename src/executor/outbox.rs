@@ -308,6 +308,28 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// Runs `open` until it stops failing on sled's file lock, which the I/O
+/// threads of a database dropped a moment ago can still hold. Panics on any
+/// other error, or when the lock stays taken for 10 s.
+#[cfg(test)]
+pub(crate) fn open_when_unlocked<T, E: std::fmt::Debug>(
+    mut open: impl FnMut() -> Result<T, E>,
+) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Ok(opened) => return opened,
+            Err(error)
+                if format!("{error:?}").contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => panic!("failed to reopen the outbox: {error:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -345,7 +367,7 @@ mod tests {
         outbox.flush().unwrap();
         drop(outbox);
 
-        let reopened = Outbox::open(dir.path()).unwrap();
+        let reopened = open_when_unlocked(|| Outbox::open(dir.path()));
         assert!(reopened.is_empty());
         let third = reopened.append(8, started()).unwrap();
         assert!(third.seq > second.seq, "{} after {}", third.seq, second.seq);
@@ -362,7 +384,7 @@ mod tests {
         outbox.flush().unwrap();
         drop(outbox);
 
-        let reopened = Outbox::open(dir.path()).unwrap();
+        let reopened = open_when_unlocked(|| Outbox::open(dir.path()));
         assert_eq!(reopened.last_seq().unwrap(), last);
         let next = reopened.append(8, started()).unwrap();
         assert!(next.seq > last, "{} after {last}", next.seq);
